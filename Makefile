@@ -1,0 +1,33 @@
+# ptyscope developer entry points. `make demo` and `make test` each create or update the
+# local virtual environment first (tools/setup_env.sh picks a CPU or CUDA build of torch).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ptyscope-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all lint typecheck clean
+
+$(STAMP): pyproject.toml tools/setup_env.sh
+	bash tools/setup_env.sh $(VENV) dev
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ptyscope demo --output ptyscope-demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy src/ptyscope
+
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) ptyscope-demo .pytest_cache .mypy_cache .ruff_cache

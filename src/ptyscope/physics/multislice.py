@@ -1,0 +1,259 @@
+"""Multislice forward pass for a batch of probe positions, with mixed probe and object states.
+
+For probe mode P_m, object state O_s with slices O_{s,0..L−1}, and propagator p
+(DESIGN.md "Multislice"; Cowley & Moodie 1957; Sha et al. 2022, Eq. 3):
+
+    ψ_0 = P_m(r − r_b)
+    ψ_{j+1} = F⁻¹[p · F[ψ_j · O_{s,j}]]         (j = 0 .. L−2)
+    exit    = ψ_{L−1} · O_{s,L−1}               (no propagation after the last slice)
+    I_b(k)  = Σ_s w_s Σ_m |F[exit_{b,s,m}](k)|²  (mixed state: incoherent sum)
+
+Positions are given in object pixels: ``positions_px[b] = (y, x)`` is where the probe's
+centre (array index (ny//2, nx//2)) sits on the object grid. The integer part selects a
+patch of the object; the fractional part shifts the probe by a Fourier phase ramp.
+
+The far field uses the orthonormal FFT, so a unit-intensity probe in vacuum gives a pattern
+that sums to 1; patterns are returned with zero frequency at the centre (``fftshift``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .propagator import propagate
+
+__all__ = [
+    "extract_patches",
+    "far_field_intensity",
+    "fourier_shift",
+    "multislice_exit_waves",
+    "multislice_forward",
+    "split_positions",
+]
+
+
+def fourier_shift(images: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
+    """Shift images by (sub-)pixel amounts with a Fourier phase ramp (periodic boundaries).
+
+    f(r) → f(r − s): F[f](k) · exp(−2πi k·s), k in cycles per pixel.
+
+    Parameters
+    ----------
+    images:
+        Complex tensor of shape (..., ny, nx).
+    shifts_px:
+        Real tensor of shape (B, 2) or (2,), ordered (y, x) [pixels]. A (B, 2) tensor
+        shifts ``images`` (..., ny, nx) to (B, ..., ny, nx).
+
+    Returns
+    -------
+    torch.Tensor
+        Complex tensor: shape (B, ..., ny, nx) for (B, 2) shifts, else like ``images``.
+    """
+    ny, nx = images.shape[-2:]
+    real = images.real.dtype
+    shifts = shifts_px.to(dtype=real, device=images.device)
+    ky = torch.fft.fftfreq(ny, device=images.device, dtype=real)
+    kx = torch.fft.fftfreq(nx, device=images.device, dtype=real)
+    batched = shifts.ndim == 2
+    s = shifts if batched else shifts[None]
+    extra = images.ndim - 2
+    sy = s[:, 0].reshape(-1, *([1] * extra), 1, 1)
+    sx = s[:, 1].reshape(-1, *([1] * extra), 1, 1)
+    ramp = torch.polar(
+        torch.ones((), dtype=real, device=images.device),
+        -2.0 * torch.pi * (ky[:, None] * sy + kx[None, :] * sx),
+    )
+    shifted: torch.Tensor = torch.fft.ifft2(torch.fft.fft2(images) * ramp)
+    return shifted if batched else shifted[0]
+
+
+def split_positions(
+    positions_px: torch.Tensor, window_shape: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split probe-centre positions into patch corners and sub-pixel remainders.
+
+    Parameters
+    ----------
+    positions_px:
+        Real tensor of shape (B, 2), (y, x) of the probe centre on the object grid [px].
+    window_shape:
+        Probe window (ny, nx) [px].
+
+    Returns
+    -------
+    (corners, fractions):
+        ``corners``: int64 tensor (B, 2), top-left object pixel of each patch;
+        ``fractions``: real tensor (B, 2) in [−0.5, 0.5], the sub-pixel shift of the probe.
+    """
+    if positions_px.ndim != 2 or positions_px.shape[-1] != 2:
+        raise ValueError(
+            f"positions_px must have shape (B, 2) ordered (y, x), got {tuple(positions_px.shape)}"
+        )
+    rounded = torch.round(positions_px.detach())
+    centre = torch.tensor([window_shape[0] // 2, window_shape[1] // 2], device=positions_px.device)
+    corners = rounded.to(torch.int64) - centre
+    return corners, positions_px - rounded
+
+
+def extract_patches(
+    obj: torch.Tensor, corners: torch.Tensor, window_shape: tuple[int, int]
+) -> torch.Tensor:
+    """Cut windows out of an object at integer corners (gather, differentiable).
+
+    The backward pass scatter-adds the patch gradients into the object (autograd of
+    advanced indexing), so overlapping patches accumulate correctly.
+
+    Parameters
+    ----------
+    obj:
+        Tensor of shape (..., Ny, Nx), e.g. (states, slices, Ny, Nx).
+    corners:
+        int64 tensor of shape (B, 2): top-left (y, x) of each window [px].
+    window_shape:
+        (ny, nx) [px].
+
+    Returns
+    -------
+    torch.Tensor
+        Tensor of shape (B, ..., ny, nx).
+
+    Raises
+    ------
+    ValueError
+        If a window extends beyond the object.
+    """
+    ny, nx = window_shape
+    big_y, big_x = obj.shape[-2:]
+    low = corners.min(dim=0).values
+    high = corners.max(dim=0).values
+    if low[0] < 0 or low[1] < 0 or high[0] + ny > big_y or high[1] + nx > big_x:
+        raise ValueError(
+            f"probe windows of shape ({ny}, {nx}) at corners from ({int(low[0])}, {int(low[1])}) "
+            f"to ({int(high[0])}, {int(high[1])}) must lie inside the object of shape "
+            f"({big_y}, {big_x}); enlarge the object or move the scan positions"
+        )
+    rows = corners[:, 0, None] + torch.arange(ny, device=obj.device)
+    cols = corners[:, 1, None] + torch.arange(nx, device=obj.device)
+    patches = obj[..., rows[:, :, None], cols[:, None, :]]  # (..., B, ny, nx)
+    return patches.movedim(-3, 0)
+
+
+def multislice_exit_waves(
+    probe: torch.Tensor, object_patches: torch.Tensor, propagator: torch.Tensor
+) -> torch.Tensor:
+    """Exit waves of every probe mode through every object state.
+
+    Parameters
+    ----------
+    probe:
+        Complex tensor (B, M, ny, nx) (already shifted per position) or (M, ny, nx).
+    object_patches:
+        Complex tensor (B, S, L, ny, nx): S object states of L slices each.
+    propagator:
+        Complex tensor (ny, nx) for a global propagator, or (B, ny, nx) for one per position
+        (e.g. a tilt map); see :func:`ptyscope.physics.propagator.fresnel_propagator`.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex tensor (B, S, M, ny, nx).
+    """
+    if object_patches.ndim != 5:
+        raise ValueError(
+            "object_patches must have shape (B, states, slices, ny, nx), "
+            f"got {tuple(object_patches.shape)}"
+        )
+    batch = object_patches.shape[0]
+    if probe.ndim == 3:
+        probe = probe.unsqueeze(0)
+    if probe.ndim != 4 or probe.shape[0] not in (1, batch):
+        raise ValueError(
+            f"probe must have shape (M, ny, nx) or (B={batch}, M, ny, nx), got {tuple(probe.shape)}"
+        )
+    if propagator.ndim == 3:
+        propagator = propagator[:, None, None]  # (B, 1, 1, ny, nx)
+    elif propagator.ndim != 2:
+        raise ValueError(
+            f"propagator must have shape (ny, nx) or (B, ny, nx), got {tuple(propagator.shape)}"
+        )
+    num_slices = object_patches.shape[2]
+    wave = probe[:, None]  # (B, 1, M, ny, nx)
+    for j in range(num_slices):
+        wave = wave * object_patches[:, :, j, None]  # (B, S, M, ny, nx)
+        if j < num_slices - 1:
+            wave = propagate(wave, propagator)
+    return wave
+
+
+def far_field_intensity(
+    exit_waves: torch.Tensor, state_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Diffraction intensity summed incoherently over probe modes and object states.
+
+    Parameters
+    ----------
+    exit_waves:
+        Complex tensor (B, S, M, ny, nx).
+    state_weights:
+        Real tensor (S,) of non-negative state weights w_s; default 1/S each.
+
+    Returns
+    -------
+    torch.Tensor
+        Real tensor (B, ny, nx), zero frequency at the centre, I = Σ_s w_s Σ_m |F[exit]|²
+        with the orthonormal FFT.
+    """
+    amplitude = torch.fft.fft2(exit_waves, norm="ortho")
+    per_state = (amplitude.real**2 + amplitude.imag**2).sum(dim=2)  # (B, S, ny, nx)
+    num_states = exit_waves.shape[1]
+    if state_weights is None:
+        intensity = per_state.mean(dim=1)
+    else:
+        if state_weights.shape != (num_states,):
+            raise ValueError(
+                f"state_weights must have shape (states,)=({num_states},), "
+                f"got {tuple(state_weights.shape)}"
+            )
+        intensity = torch.einsum("bsyx,s->byx", per_state, state_weights.to(per_state.dtype))
+    centred: torch.Tensor = torch.fft.fftshift(intensity, dim=(-2, -1))
+    return centred
+
+
+def multislice_forward(
+    probe: torch.Tensor,
+    obj: torch.Tensor,
+    positions_px: torch.Tensor,
+    propagator: torch.Tensor,
+    state_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Diffraction patterns of a batch of probe positions (full forward model).
+
+    Parameters
+    ----------
+    probe:
+        Complex tensor (M, ny, nx): probe modes centred on (ny//2, nx//2).
+    obj:
+        Complex tensor (S, L, Ny, Nx): S object states of L slices on the object grid.
+    positions_px:
+        Real tensor (B, 2): (y, x) of the probe centre on the object grid [px].
+    propagator:
+        Complex tensor (ny, nx), or (B, ny, nx) for one propagator per position.
+    state_weights:
+        Real tensor (S,), default 1/S each.
+
+    Returns
+    -------
+    torch.Tensor
+        Real tensor (B, ny, nx): far-field intensities, zero frequency at the centre.
+    """
+    if probe.ndim != 3:
+        raise ValueError(f"probe must have shape (modes, ny, nx), got {tuple(probe.shape)}")
+    if obj.ndim != 4:
+        raise ValueError(f"obj must have shape (states, slices, Ny, Nx), got {tuple(obj.shape)}")
+    window = (probe.shape[-2], probe.shape[-1])
+    corners, fractions = split_positions(positions_px, window)
+    patches = extract_patches(obj, corners, window)
+    shifted = fourier_shift(probe, fractions)  # (B, M, ny, nx)
+    exit_waves = multislice_exit_waves(shifted, patches, propagator)
+    return far_field_intensity(exit_waves, state_weights)

@@ -1,0 +1,1 @@
+"""Report: figures and the HTML report written next to every result."""

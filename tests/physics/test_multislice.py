@@ -1,0 +1,219 @@
+"""Multislice forward pass: vacuum, weak-phase analytics, batching and mixed states."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import scipy.special
+import torch
+
+from ptyscope.physics import (
+    Grid,
+    build_probe,
+    extract_patches,
+    fourier_shift,
+    fresnel_propagator,
+    multislice_forward,
+    split_positions,
+    wavelength_ang,
+)
+
+ENERGY = 300e3
+LAM = wavelength_ang(ENERGY)
+WINDOW = Grid((48, 48), (0.15, 0.15))
+
+
+def _propagator(
+    tilt: tuple[float, float] = (0.0, 0.0), dz: float = 15.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    ky, kx = WINDOW.frequencies(dtype=dtype)
+    return fresnel_propagator(ky, kx, LAM, dz, tilt)
+
+
+def _random_object(
+    generator: torch.Generator,
+    states: int = 2,
+    slices: int = 3,
+    shape: tuple[int, int] = (80, 90),
+    strength: float = 0.5,
+) -> torch.Tensor:
+    phase = strength * torch.rand((states, slices, *shape), generator=generator)
+    amplitude = 1 - 0.1 * torch.rand((states, slices, *shape), generator=generator)
+    return torch.polar(amplitude, phase)
+
+
+# complex64: ~2 FFTs per slice, each adding O(log2 N · ε_float32) ≈ 1e-6 relative error.
+TOLERANCE = {torch.complex64: 1e-5, torch.complex128: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("positions", [[[40.0, 45.0]], [[30.3, 41.7], [52.5, 47.2]]])
+def test_vacuum_returns_the_probe_diffraction_pattern(
+    positions: list[list[float]], dtype: torch.dtype
+) -> None:
+    probe = build_probe(WINDOW, ENERGY, 20.0, {"defocus": 60.0}, num_modes=2, dtype=dtype)
+    real = probe.real.dtype
+    vacuum = torch.ones((1, 4, 80, 90), dtype=dtype)
+    pos = torch.tensor(positions, dtype=real)
+    intensity = multislice_forward(probe, vacuum, pos, _propagator((3.0, -8.0), dtype=real))
+    expected = torch.fft.fftshift(
+        (torch.fft.fft2(probe, norm="ortho").abs() ** 2).sum(0), dim=(-2, -1)
+    )
+    tol = TOLERANCE[dtype]
+    for b in range(len(positions)):
+        torch.testing.assert_close(intensity[b], expected, rtol=0, atol=tol * float(expected.max()))
+        assert float(intensity[b].sum()) == pytest.approx(1.0, abs=tol)
+    # The undiffracted disk is centred: the brightest pixel is inside the central disk.
+    assert float(intensity[0, 24, 24]) > 0.5 * float(intensity[0].max())
+
+
+def test_plane_wave_on_phase_grating_gives_bessel_orders() -> None:
+    """exp(iε cos(2πg·r)) = Σ iⁿ Jₙ(ε) e^{2πi n g·r} (Jacobi-Anger): order n carries Jₙ(ε)²;
+    in the weak-phase limit the first orders carry ε²/4."""
+    ny, nx = 48, 48
+    gy, gx = 3, 5  # grating frequency in cycles per window, along y and x
+    eps = 0.05
+    y = torch.arange(ny, dtype=torch.float64)[:, None]
+    x = torch.arange(nx, dtype=torch.float64)[None, :]
+    phase = eps * torch.cos(2 * math.pi * (gy * y / ny + gx * x / nx))
+    obj = torch.exp(1j * phase)[None, None]  # one state, one slice
+    plane_wave = torch.full((1, ny, nx), 1 / math.sqrt(ny * nx), dtype=torch.complex128)
+    intensity = multislice_forward(
+        plane_wave,
+        obj,
+        torch.tensor([[24.0, 24.0]], dtype=torch.float64),
+        _propagator(dtype=torch.float64),
+    )[0]
+    c = (ny // 2, nx // 2)
+    for n in (0, 1, 2):
+        expected = scipy.special.jv(n, eps) ** 2
+        for sign in (1, -1) if n else (1,):
+            spot = intensity[c[0] + sign * n * gy, c[1] + sign * n * gx]
+            assert float(spot) == pytest.approx(expected, rel=1e-9)
+    assert float(intensity[c[0] + gy, c[1] + gx]) == pytest.approx(eps**2 / 4, rel=eps**2)
+    assert float(intensity.sum()) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_focused_probe_weak_phase_object_first_order() -> None:
+    """Thin weak-phase object φ with a focused probe ψ: to first order in φ
+    I = |Ψ|² − 2 Im[Ψ* F(ψφ)] (weak-phase approximation); the residual shrinks as φ²."""
+    generator = torch.Generator().manual_seed(7)
+    probe = build_probe(WINDOW, ENERGY, 25.0, {"defocus": 30.0}, dtype=torch.complex128)
+    shape = WINDOW.shape
+    texture = torch.randn(shape, generator=generator, dtype=torch.float64)
+    texture = torch.fft.ifft2(
+        torch.fft.fft2(texture) * (_propagator(dtype=torch.float64).abs())
+    ).real
+    pos = torch.tensor([[24.0, 24.0]], dtype=torch.float64)
+    residuals = []
+    for strength in (0.02, 0.01):
+        phi = strength * texture / texture.abs().max()
+        obj = torch.exp(1j * phi)[None, None]
+        exact = multislice_forward(probe, obj, pos, _propagator(dtype=torch.float64))[0]
+        psi = probe[0]
+        big_psi = torch.fft.fft2(psi, norm="ortho")
+        first = (
+            big_psi.abs() ** 2 - 2 * (big_psi.conj() * torch.fft.fft2(psi * phi, norm="ortho")).imag
+        )
+        first = torch.fft.fftshift(first)
+        residual = float((exact - first).abs().max())
+        linear = float((first - torch.fft.fftshift(big_psi.abs() ** 2)).abs().max())
+        assert residual < 0.05 * linear  # the weak-phase term dominates the deviation
+        residuals.append(residual)
+    assert residuals[0] / residuals[1] == pytest.approx(4.0, rel=0.1)  # O(φ²)
+
+
+def test_batch_equals_loop_over_positions(generator: torch.Generator) -> None:
+    probe = build_probe(WINDOW, ENERGY, 22.0, {"defocus": 40.0}, num_modes=3)
+    obj = _random_object(generator)
+    positions = torch.tensor([[30.2, 40.9], [31.7, 44.4], [50.5, 60.0], [44.0, 30.49]])
+    prop = _propagator((2.0, 5.0))
+    batch = multislice_forward(probe, obj, positions, prop)
+    for b in range(len(positions)):
+        single = multislice_forward(probe, obj, positions[b : b + 1], prop)
+        torch.testing.assert_close(batch[b : b + 1], single, rtol=1e-5, atol=1e-7)
+
+
+def test_mixed_modes_and_states_are_the_incoherent_sum(generator: torch.Generator) -> None:
+    probe = build_probe(WINDOW, ENERGY, 22.0, {"defocus": 40.0}, num_modes=2)
+    obj = _random_object(generator, states=3)
+    weights = torch.tensor([0.2, 0.5, 0.3])
+    positions = torch.tensor([[35.3, 44.8], [41.0, 39.6]])
+    prop = _propagator((-4.0, 1.0))
+    mixed = multislice_forward(probe, obj, positions, prop, weights)
+    expected = torch.zeros_like(mixed)
+    for s in range(3):
+        for m in range(2):
+            expected += weights[s] * multislice_forward(
+                probe[m : m + 1], obj[s : s + 1], positions, prop
+            )
+    torch.testing.assert_close(mixed, expected, rtol=1e-5, atol=1e-8)
+    # Not a coherent sum: the coherent superposition of the modes differs.
+    coherent = multislice_forward(probe.sum(0, keepdim=True), obj, positions, prop, weights)
+    assert float((coherent - mixed).abs().max()) > 1e-3 * float(mixed.max())
+
+
+def test_per_position_propagators_match_global_ones(generator: torch.Generator) -> None:
+    probe = build_probe(WINDOW, ENERGY, 22.0, num_modes=1)
+    obj = _random_object(generator)
+    positions = torch.tensor([[35.0, 44.0], [41.5, 39.5]])
+    tilts = torch.tensor([[0.0, 6.0], [-9.0, 2.0]])
+    ky, kx = WINDOW.frequencies()
+    per_position = fresnel_propagator(ky, kx, LAM, 15.0, tilts)
+    mapped = multislice_forward(probe, obj, positions, per_position)
+    for b in range(2):
+        single = multislice_forward(probe, obj, positions[b : b + 1], per_position[b])
+        torch.testing.assert_close(mapped[b : b + 1], single, rtol=1e-5, atol=1e-8)
+
+
+def test_gradients_reach_object_probe_thickness_and_tilt(generator: torch.Generator) -> None:
+    window = Grid((16, 16), (0.2, 0.2))
+    probe = build_probe(window, ENERGY, 20.0, dtype=torch.complex128).requires_grad_(True)
+    obj = _random_object(generator, states=1, slices=2, shape=(24, 24)).to(torch.complex128)
+    obj.requires_grad_(True)
+    dz = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+    tilt = torch.tensor([3.0, -2.0], dtype=torch.float64, requires_grad=True)
+    positions = torch.tensor([[10.3, 11.6], [13.0, 12.2]], dtype=torch.float64)
+    ky, kx = window.frequencies(dtype=torch.float64)
+
+    def forward(dz: torch.Tensor, tilt: torch.Tensor) -> torch.Tensor:
+        return multislice_forward(probe, obj, positions, fresnel_propagator(ky, kx, LAM, dz, tilt))
+
+    assert torch.autograd.gradcheck(forward, (dz, tilt), eps=1e-6, atol=1e-8, rtol=1e-4)
+    forward(dz, tilt).sum().backward()  # total intensity is conserved only for unit |O|
+    assert probe.grad is not None and obj.grad is not None
+    assert float(obj.grad.abs().max()) > 0
+
+
+def test_patches_and_their_gradient_scatter_add() -> None:
+    obj = torch.zeros((1, 1, 10, 12), requires_grad=True)
+    corners = torch.tensor([[0, 0], [2, 3], [2, 3]])
+    patches = extract_patches(obj, corners, (4, 5))
+    assert patches.shape == (3, 1, 1, 4, 5)
+    patches.sum().backward()
+    assert obj.grad is not None
+    assert float(obj.grad[0, 0, 3, 4]) == 3.0  # covered by all three windows
+    assert float(obj.grad[0, 0, 0, 0]) == 1.0
+    assert float(obj.grad[0, 0, 9, 11]) == 0.0
+    with pytest.raises(ValueError, match=r"must lie inside the object of shape \(10, 12\)"):
+        extract_patches(obj, torch.tensor([[7, 0]]), (4, 5))
+
+
+def test_split_positions_and_fourier_shift() -> None:
+    corners, fractions = split_positions(torch.tensor([[10.4, 20.6]]), (8, 8))
+    assert corners.tolist() == [[6, 17]]
+    torch.testing.assert_close(fractions, torch.tensor([[0.4, -0.4]]))
+    image = torch.zeros((16, 16), dtype=torch.complex128)
+    image[5, 7] = 1.0
+    # An integer shift equals a roll; a (y, x) shift moves rows by y and columns by x.
+    rolled = fourier_shift(image, torch.tensor([2.0, -3.0]))
+    torch.testing.assert_close(rolled, torch.roll(image, shifts=(2, -3), dims=(0, 1)))
+    # A sub-pixel shift of a smooth blob moves its centroid by the same amount.
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    blob = torch.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 8).to(torch.complex128)
+    moved = fourier_shift(blob, torch.tensor([[0.3, -0.45]]))[0].abs()
+    assert float((moved * yy).sum() / moved.sum()) == pytest.approx(16.3, abs=1e-6)
+    assert float((moved * xx).sum() / moved.sum()) == pytest.approx(15.55, abs=1e-6)
+    with pytest.raises(ValueError, match=r"positions_px must have shape \(B, 2\)"):
+        split_positions(torch.zeros(3), (8, 8))
