@@ -15,6 +15,7 @@ term for Δz = C10).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -81,7 +82,17 @@ def canonical_aberrations(aberrations: Mapping[str, Coefficient]) -> dict[str, C
                 f"aberrations: {canonical} is given twice (directly and through an alias), "
                 f"got {dict(aberrations)!r}"
             )
-        if not isinstance(value, torch.Tensor) and not math.isfinite(float(value)):
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1 or value.is_complex():
+                raise ValueError(
+                    f"aberrations[{name!r}] must be a real scalar, got a tensor of shape "
+                    f"{tuple(value.shape)} and dtype {value.dtype}"
+                )
+            if not value.requires_grad and not bool(torch.isfinite(value)):
+                raise ValueError(f"aberrations[{name!r}] must be finite, got {value.item()}")
+        elif not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"aberrations[{name!r}] must be a number [Å or rad], got {value!r}")
+        elif not math.isfinite(float(value)):
             raise ValueError(f"aberrations[{name!r}] must be finite, got {value!r}")
         out[canonical] = value
     return out

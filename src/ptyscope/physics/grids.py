@@ -36,7 +36,11 @@ DetectorUnit = Literal["mrad", "inv_ang"]
 
 
 def _as_pair(name: str, value: float | tuple[float, float]) -> tuple[float, float]:
-    pair = (float(value), float(value)) if isinstance(value, int | float) else tuple(value)
+    try:
+        # a (y, x) pair, or a Python, NumPy or 0-dim tensor scalar used for both axes
+        pair = tuple(value) if isinstance(value, tuple | list) else (float(value),) * 2
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or a (y, x) pair, got {value!r}") from None
     if len(pair) != 2:
         raise ValueError(f"{name} must be a number or a (y, x) pair, got {value!r}")
     for v in pair:

@@ -50,6 +50,10 @@ def fourier_shift(images: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor
     torch.Tensor
         Complex tensor: shape (B, ..., ny, nx) for (B, 2) shifts, else like ``images``.
     """
+    if shifts_px.ndim not in (1, 2) or shifts_px.shape[-1] != 2:
+        raise ValueError(
+            f"shifts_px must have shape (2,) or (B, 2) ordered (y, x), got {tuple(shifts_px.shape)}"
+        )
     ny, nx = images.shape[-2:]
     real = images.real.dtype
     shifts = shifts_px.to(dtype=real, device=images.device)
@@ -90,6 +94,10 @@ def split_positions(
         raise ValueError(
             f"positions_px must have shape (B, 2) ordered (y, x), got {tuple(positions_px.shape)}"
         )
+    if positions_px.shape[0] == 0:
+        raise ValueError("positions_px must hold at least one position, got shape (0, 2)")
+    if not bool(torch.isfinite(positions_px.detach()).all()):
+        raise ValueError("positions_px must be finite, got NaN or Inf entries")
     rounded = torch.round(positions_px.detach())
     centre = torch.tensor([window_shape[0] // 2, window_shape[1] // 2], device=positions_px.device)
     corners = rounded.to(torch.int64) - centre
@@ -125,6 +133,7 @@ def extract_patches(
     """
     ny, nx = window_shape
     big_y, big_x = obj.shape[-2:]
+    corners = corners.to(obj.device)
     low = corners.min(dim=0).values
     high = corners.max(dim=0).values
     if low[0] < 0 or low[1] < 0 or high[0] + ny > big_y or high[1] + nx > big_x:
@@ -171,12 +180,22 @@ def multislice_exit_waves(
         raise ValueError(
             f"probe must have shape (M, ny, nx) or (B={batch}, M, ny, nx), got {tuple(probe.shape)}"
         )
+    window = tuple(object_patches.shape[-2:])
+    if (
+        propagator.ndim not in (2, 3)
+        or tuple(propagator.shape[-2:]) != window
+        or (propagator.ndim == 3 and propagator.shape[0] != batch)
+    ):
+        raise ValueError(
+            f"propagator must have shape {window} or ({batch}, *{window}) to match the "
+            f"probe window and batch, got {tuple(propagator.shape)}"
+        )
+    if tuple(probe.shape[-2:]) != window:
+        raise ValueError(
+            f"probe window {tuple(probe.shape[-2:])} must equal the object patch window {window}"
+        )
     if propagator.ndim == 3:
         propagator = propagator[:, None, None]  # (B, 1, 1, ny, nx)
-    elif propagator.ndim != 2:
-        raise ValueError(
-            f"propagator must have shape (ny, nx) or (B, ny, nx), got {tuple(propagator.shape)}"
-        )
     num_slices = object_patches.shape[2]
     wave = probe[:, None]  # (B, 1, M, ny, nx)
     for j in range(num_slices):
@@ -210,10 +229,15 @@ def far_field_intensity(
     if state_weights is None:
         intensity = per_state.mean(dim=1)
     else:
+        state_weights = torch.as_tensor(state_weights, device=per_state.device)
         if state_weights.shape != (num_states,):
             raise ValueError(
                 f"state_weights must have shape (states,)=({num_states},), "
                 f"got {tuple(state_weights.shape)}"
+            )
+        if not state_weights.requires_grad and not bool((state_weights >= 0).all()):
+            raise ValueError(
+                f"state_weights must be >= 0, got {state_weights.detach().cpu().tolist()}"
             )
         intensity = torch.einsum("bsyx,s->byx", per_state, state_weights.to(per_state.dtype))
     centred: torch.Tensor = torch.fft.fftshift(intensity, dim=(-2, -1))

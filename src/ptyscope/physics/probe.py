@@ -9,6 +9,8 @@ orthonormal FFT used for the far field the diffraction pattern also sums to 1.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -90,6 +92,7 @@ def orthogonal_modes(
     num_modes: int,
     *,
     mode_powers: Sequence[float] | None = None,
+    support: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mutually orthogonal probe modes grown from a single probe.
 
@@ -109,6 +112,9 @@ def orthogonal_modes(
         Fraction of the total intensity in each mode (M non-negative numbers summing to 1).
         Default: powers proportional to 1, 0.1, 0.1/2, 0.1/3, ... — a dominant coherent
         mode with weak incoherent companions.
+    support:
+        Optional real tensor (ny, nx) in unshifted FFT order: a Fourier-space mask (e.g. the
+        aperture support) that modes 1.. are confined to before orthogonalisation.
 
     Returns
     -------
@@ -116,7 +122,7 @@ def orthogonal_modes(
         Complex tensor of shape (M, ny, nx); ⟨P_i, P_j⟩ = 0 for i ≠ j and
         Σ_m Σ_r |P_m|² = 1.
     """
-    if not isinstance(num_modes, int) or num_modes < 1:
+    if not isinstance(num_modes, int) or isinstance(num_modes, bool) or num_modes < 1:
         raise ValueError(f"num_modes must be an integer >= 1, got {num_modes!r}")
     if probe.ndim != 2:
         raise ValueError(f"probe must have shape (ny, nx), got {tuple(probe.shape)}")
@@ -130,7 +136,11 @@ def orthogonal_modes(
             raise ValueError(
                 f"mode_powers must have num_modes={num_modes} entries, got {len(powers)}"
             )
-        if min(powers) < 0 or abs(sum(powers) - 1.0) > 1e-6:
+        if (
+            not all(math.isfinite(p) for p in powers)
+            or min(powers) < 0
+            or (abs(sum(powers) - 1.0) > 1e-6)
+        ):
             raise ValueError(f"mode_powers must be >= 0 and sum to 1, got {powers}")
 
     ny, nx = probe.shape
@@ -154,11 +164,21 @@ def orthogonal_modes(
         degree += 1
 
     modes: list[torch.Tensor] = []
-    for multiplier in multipliers[:num_modes]:
+    for index, multiplier in enumerate(multipliers[:num_modes]):
         candidate = probe * multiplier
+        if support is not None and index > 0:
+            # Keep every mode inside the aperture: the polynomial factors (and their jump
+            # where the window wraps) would otherwise spread intensity outside the disk.
+            candidate = torch.fft.ifft2(torch.fft.fft2(candidate) * support)
         for previous in modes:
             candidate = candidate - torch.vdot(previous.flatten(), candidate.flatten()) * previous
         norm = torch.linalg.vector_norm(candidate)
+        if not bool(norm > 1e-6 * torch.linalg.vector_norm(probe)):
+            raise ValueError(
+                f"num_modes={num_modes}: mode {index} is linearly dependent on the earlier "
+                "modes (the probe is too small or too structured to grow that many "
+                "orthogonal modes); use fewer modes or a wider probe"
+            )
         modes.append(candidate / norm)
     stacked = torch.stack(modes)
     weights = torch.tensor(powers, dtype=real, device=probe.device).sqrt()
@@ -214,6 +234,8 @@ def build_probe(
     >>> tuple(p.shape), round(float((p.abs() ** 2).sum()), 5)
     ((1, 64, 64), 1.0)
     """
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a ptyscope.physics.Grid, got {type(grid).__name__}")
     require_positive("semiangle_mrad", semiangle_mrad, "mrad")
     if not dtype.is_complex:
         raise ValueError(f"dtype must be a complex dtype, got {dtype}")
@@ -222,7 +244,8 @@ def build_probe(
     cutoff = angle_mrad_to_inv_ang(semiangle_mrad, energy_ev)
     dk = min(grid.reciprocal_pixel_inv_ang)
     nyquist = min(grid.nyquist_inv_ang)
-    if cutoff >= nyquist:
+    width = dk if edge_width_inv_ang is None else edge_width_inv_ang
+    if cutoff + width / 2 >= nyquist:
         raise ValueError(
             f"semiangle_mrad={semiangle_mrad} mrad ({cutoff:.4g} Å⁻¹) must lie inside the "
             f"grid's Nyquist frequency {nyquist:.4g} Å⁻¹; use a smaller pixel_size_ang"
@@ -232,10 +255,27 @@ def build_probe(
             f"semiangle_mrad={semiangle_mrad} mrad spans fewer than 2 reciprocal pixels "
             f"({dk:.4g} Å⁻¹ each); enlarge the grid"
         )
-    width = dk if edge_width_inv_ang is None else edge_width_inv_ang
     ky, kx = grid.frequencies(device=device, dtype=real)
     amplitude = aperture(ky, kx, cutoff, width)
     chi = aberration_function(ky, kx, lam, aberrations or {})
     probe_k = torch.polar(amplitude, -chi).to(dtype)
     psi = probe_from_fourier(probe_k)
-    return orthogonal_modes(psi, num_modes, mode_powers=mode_powers)
+    _warn_if_wrapped(psi, grid)
+    support = (amplitude > 0).to(real)
+    return orthogonal_modes(psi, num_modes, mode_powers=mode_powers, support=support)
+
+
+def _warn_if_wrapped(psi: torch.Tensor, grid: Grid, frame_px: int = 2) -> None:
+    """Warn when the probe reaches the window's edge, where it wraps around (aliasing)."""
+    intensity = psi.abs() ** 2
+    inner = intensity[frame_px:-frame_px, frame_px:-frame_px].sum()
+    edge_fraction = float(1 - inner / intensity.sum())
+    if edge_fraction > 0.02:  # Airy tails of a focused probe stay well below this
+        warnings.warn(
+            f"the probe puts {edge_fraction:.1%} of its intensity within {frame_px} pixels "
+            f"of the edge of its {grid.extent_ang[0]:.3g} × {grid.extent_ang[1]:.3g} Å window, "
+            "so it wraps around; enlarge the window (smaller detector pixel) or reduce the "
+            "defocus",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ptyscope._validation import require_finite
+from ptyscope._validation import require_finite, require_positive
 
 __all__ = ["fresnel_propagator", "propagate"]
 
@@ -65,17 +65,34 @@ def fresnel_propagator(
     >>> tuple(p.shape), bool(torch.allclose(p.abs(), torch.ones(8, 8)))
     ((8, 8), True)
     """
+    require_positive("wavelength_ang", wavelength_ang, "Å")
+    if wavelength_ang > 1.0:
+        raise ValueError(
+            f"wavelength_ang must be an electron wavelength in Å (< 1 Å for beams above "
+            f"150 eV), got {wavelength_ang}; did you pass the energy?"
+        )
     real = ky.dtype
     dz = torch.as_tensor(slice_thickness_ang, dtype=real, device=ky.device)
-    tilt = torch.as_tensor(tilt_mrad, dtype=real, device=ky.device)
+    if isinstance(tilt_mrad, tuple | list) and any(isinstance(t, torch.Tensor) for t in tilt_mrad):
+        tilt = torch.stack([torch.as_tensor(t, dtype=real, device=ky.device) for t in tilt_mrad])
+        tilt = tilt.movedim(0, -1)  # a (θ_y, θ_x) pair of tensors keeps its graph
+    else:
+        tilt = torch.as_tensor(tilt_mrad, dtype=real, device=ky.device)
     if tilt.ndim == 0 or tilt.shape[-1] != 2:
         raise ValueError(
             f"tilt_mrad must have shape (..., 2) ordered (theta_y, theta_x), "
             f"got {tuple(tilt.shape)}"
         )
     if not dz.requires_grad and not tilt.requires_grad:
+        # Parameters being fitted are checked by the engine's numerical guards instead, so
+        # that the hot path of a reconstruction does not synchronise with the device.
         require_finite("slice_thickness_ang", dz)
         require_finite("tilt_mrad", tilt)
+        if bool((tilt.abs() >= 1000 * math.pi / 2).any()):
+            raise ValueError(
+                f"tilt_mrad must lie within ±{1000 * math.pi / 2:.1f} mrad (±90°), "
+                f"got max |θ| = {float(tilt.abs().max()):.4g} mrad"
+            )
     tan_y = torch.tan(tilt[..., 0] * 1e-3)[..., None, None]
     tan_x = torch.tan(tilt[..., 1] * 1e-3)[..., None, None]
     dz = dz[..., None, None]

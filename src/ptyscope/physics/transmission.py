@@ -33,7 +33,17 @@ def transmission_function(
     torch.Tensor
         Complex tensor of the same shape (complex64 for float32 input).
     """
+    for name, value in (
+        ("projected_potential_vang", projected_potential_vang),
+        ("absorption_vang", absorption_vang),
+    ):
+        if value is not None and (value.is_complex() or not value.is_floating_point()):
+            raise ValueError(f"{name} must be a real floating tensor [V·Å], got {value.dtype}")
     sigma = interaction_constant(energy_ev)
+    if absorption_vang is not None:
+        common = torch.promote_types(projected_potential_vang.dtype, absorption_vang.dtype)
+        projected_potential_vang = projected_potential_vang.to(common)
+        absorption_vang = absorption_vang.to(common)
     phase = sigma * projected_potential_vang
     amplitude = (
         torch.ones_like(phase) if absorption_vang is None else torch.exp(-sigma * absorption_vang)
