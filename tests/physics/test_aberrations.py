@@ -67,3 +67,38 @@ def test_tensor_coefficients_are_differentiable(k: tuple[torch.Tensor, torch.Ten
     chi.sum().backward()
     assert c10.grad is not None
     assert float(c10.grad) == pytest.approx(float((math.pi * LAM * (ky**2 + kx**2)).sum()))
+
+
+def test_every_term_with_angle_matches_the_krivanek_form(
+    k: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """Each C_nm with a non-zero φ_nm, everywhere in k (not only along φ = 0)."""
+    ky, kx = k
+    kk = torch.sqrt(ky**2 + kx**2)
+    phi = torch.atan2(ky, kx)
+    for n in range(1, 6):
+        for m in range(n + 2):
+            if (n + m) % 2 == 0:
+                continue
+            coefficients = {f"C{n}{m}": 3.0}
+            angle = 0.4 + 0.1 * n + 0.05 * m
+            if m > 0:
+                coefficients[f"phi{n}{m}"] = angle
+            chi = aberration_function(ky, kx, LAM, coefficients)
+            expected = (
+                2
+                * math.pi
+                / LAM
+                * 3.0
+                * (LAM * kk) ** (n + 1)
+                / (n + 1)
+                * torch.cos(m * (phi - angle))
+            )
+            torch.testing.assert_close(chi, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_bad_coefficient_values_are_clear_errors() -> None:
+    with pytest.raises(TypeError, match=r"aberrations\['C10'\] must be a number"):
+        canonical_aberrations({"C10": None})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match=r"aberrations\['Cs'\] must be finite"):
+        canonical_aberrations({"Cs": torch.tensor(float("nan"))})

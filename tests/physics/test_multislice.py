@@ -14,6 +14,7 @@ from ptyscope.physics import (
     extract_patches,
     fourier_shift,
     fresnel_propagator,
+    multislice_exit_waves,
     multislice_forward,
     split_positions,
     wavelength_ang,
@@ -102,9 +103,9 @@ def test_focused_probe_weak_phase_object_first_order() -> None:
     probe = build_probe(WINDOW, ENERGY, 25.0, {"defocus": 30.0}, dtype=torch.complex128)
     shape = WINDOW.shape
     texture = torch.randn(shape, generator=generator, dtype=torch.float64)
-    texture = torch.fft.ifft2(
-        torch.fft.fft2(texture) * (_propagator(dtype=torch.float64).abs())
-    ).real
+    ky, kx = WINDOW.frequencies(dtype=torch.float64)
+    low_pass = (ky**2 + kx**2 < 1.5**2).to(torch.float64)  # keep spatial periods > 0.67 Å
+    texture = torch.fft.ifft2(torch.fft.fft2(texture) * low_pass).real
     pos = torch.tensor([[24.0, 24.0]], dtype=torch.float64)
     residuals = []
     for strength in (0.02, 0.01):
@@ -217,3 +218,93 @@ def test_split_positions_and_fourier_shift() -> None:
     assert float((moved * xx).sum() / moved.sum()) == pytest.approx(15.55, abs=1e-6)
     with pytest.raises(ValueError, match=r"positions_px must have shape \(B, 2\)"):
         split_positions(torch.zeros(3), (8, 8))
+
+
+def test_subpixel_positions_point_where_they_say() -> None:
+    """Scanning a small absorbing dot: the transmitted intensity is lowest when the probe
+    centre sits on the dot, at a fractional object-pixel position."""
+    window = Grid((32, 32), (0.2, 0.2))
+    probe = build_probe(window, ENERGY, 25.0, dtype=torch.complex128)
+    dot = (40.3, 45.7)
+    yy, xx = torch.meshgrid(
+        torch.arange(80.0, dtype=torch.float64),
+        torch.arange(90.0, dtype=torch.float64),
+        indexing="ij",
+    )
+    absorber = 1 - 0.5 * torch.exp(-((yy - dot[0]) ** 2 + (xx - dot[1]) ** 2) / (2 * 1.5**2))
+    obj = absorber.to(torch.complex128)[None, None]
+    prop = torch.ones((32, 32), dtype=torch.complex128)
+    offsets = torch.linspace(-1.0, 1.0, 41, dtype=torch.float64)
+    for axis in (0, 1):
+        positions = torch.tensor([dot], dtype=torch.float64).repeat(41, 1)
+        positions[:, axis] += offsets
+        total = multislice_forward(probe, obj, positions, prop).sum(dim=(-2, -1))
+        i = int(total.argmin())
+        # Parabola through the minimum and its neighbours locates it to sub-step accuracy.
+        a, b, c = (float(total[j]) for j in (i - 1, i, i + 1))
+        step = float(offsets[1] - offsets[0])
+        found = float(positions[i, axis]) + 0.5 * step * (a - c) / (a - 2 * b + c)
+        assert found == pytest.approx(dot[axis], abs=0.02)
+
+
+def test_exit_waves_follow_the_multislice_recursion(generator: torch.Generator) -> None:
+    """exit = p⁻¹-free recursion: ψ₁ = F⁻¹[p F[P·O₀]], exit = ψ₁·O₁ (no final propagation)."""
+    probe = build_probe(WINDOW, ENERGY, 22.0, {"defocus": 40.0}, dtype=torch.complex128)
+    patches = _random_object(generator, states=1, slices=2, shape=WINDOW.shape)
+    patches = patches.to(torch.complex128)[None]  # (B=1, S=1, L=2, ny, nx)
+    prop = _propagator((2.0, -3.0), dtype=torch.float64)
+    exit_wave = multislice_exit_waves(probe, patches, prop)[0, 0, 0]
+    psi1 = torch.fft.ifft2(torch.fft.fft2(probe[0] * patches[0, 0, 0]) * prop)
+    torch.testing.assert_close(exit_wave, psi1 * patches[0, 0, 1], rtol=0, atol=1e-12)
+    one_slice = multislice_exit_waves(probe, patches[:, :, :1], prop)[0, 0, 0]
+    torch.testing.assert_close(one_slice, probe[0] * patches[0, 0, 0], rtol=0, atol=1e-14)
+
+
+def test_default_state_weights_are_equal(generator: torch.Generator) -> None:
+    probe = build_probe(WINDOW, ENERGY, 22.0, {"defocus": 40.0})
+    obj = _random_object(generator, states=3)
+    positions = torch.tensor([[35.3, 44.8]])
+    prop = _propagator()
+    default = multislice_forward(probe, obj, positions, prop)
+    equal = multislice_forward(probe, obj, positions, prop, torch.full((3,), 1 / 3))
+    torch.testing.assert_close(default, equal)
+    assert float(default.sum()) < 1.0  # partly absorbing object: not a sum of 3 patterns
+
+
+def test_gradients_match_finite_differences_for_all_inputs(generator: torch.Generator) -> None:
+    window = Grid((12, 12), (0.25, 0.25))
+    ky, kx = window.frequencies(dtype=torch.float64)
+    prop = fresnel_propagator(ky, kx, LAM, 10.0, (2.0, -1.0))
+    probe = build_probe(
+        window, ENERGY, 20.0, {"defocus": 10.0}, num_modes=2, dtype=torch.complex128
+    )
+    obj = _random_object(generator, states=2, slices=2, shape=(18, 18)).to(torch.complex128)
+    positions = torch.tensor([[8.3, 9.6], [9.49, 8.51]], dtype=torch.float64)
+    weights = torch.tensor([0.4, 0.6], dtype=torch.float64)
+    inputs = tuple(t.clone().requires_grad_(True) for t in (probe, obj, positions, weights))
+
+    def forward(probe, obj, positions, weights):  # type: ignore[no-untyped-def]
+        return multislice_forward(probe, obj, positions, prop, weights)
+
+    assert torch.autograd.gradcheck(forward, inputs, eps=1e-6, atol=1e-8, rtol=1e-4)
+
+
+def test_bad_forward_inputs_are_clear_errors() -> None:
+    probe = build_probe(WINDOW, ENERGY, 22.0)
+    obj = torch.ones((2, 1, 80, 90), dtype=torch.complex64)
+    prop = _propagator()
+    good = torch.tensor([[40.0, 45.0]])
+    with pytest.raises(ValueError, match="at least one position"):
+        multislice_forward(probe, obj, torch.zeros((0, 2)), prop)
+    with pytest.raises(ValueError, match="positions_px must be finite"):
+        multislice_forward(probe, obj, torch.tensor([[float("nan"), 3.0]]), prop)
+    with pytest.raises(ValueError, match="propagator must have shape"):
+        multislice_forward(probe, obj, good, prop[:40])
+    with pytest.raises(ValueError, match="propagator must have shape"):
+        multislice_forward(probe, obj, good, prop.expand(3, -1, -1))
+    with pytest.raises(ValueError, match="state_weights must be >= 0"):
+        multislice_forward(probe, obj, good, prop, torch.tensor([1.5, -0.5]))
+    with pytest.raises(ValueError, match=r"state_weights must have shape \(states,\)"):
+        multislice_forward(probe, obj, good, prop, torch.tensor([1.0]))
+    with pytest.raises(ValueError, match=r"shifts_px must have shape \(2,\) or \(B, 2\)"):
+        fourier_shift(probe, torch.zeros(3))

@@ -97,3 +97,50 @@ def test_bad_probe_inputs_are_clear_errors() -> None:
         orthogonal_modes(torch.ones(8, 8, dtype=torch.complex64), 2, mode_powers=[0.5, 0.6])
     with pytest.raises(ValueError, match="num_modes must be an integer >= 1"):
         build_probe(GRID, ENERGY, 20.0, num_modes=0)
+
+
+def test_probe_phase_is_minus_chi_on_an_anisotropic_grid() -> None:
+    """ψ(k) = A·exp(−iχ): the probe's Fourier phase equals −χ computed independently here,
+    with k_x along columns and k_y along rows (a swap or sign flip fails)."""
+    grid = Grid((64, 80), (0.11, 0.09))
+    aberrations = {"C12": 40.0, "phi12": 0.5, "C21": 900.0, "phi21": -1.0, "defocus": 20.0}
+    probe = build_probe(grid, ENERGY, 24.0, aberrations, dtype=torch.complex128)[0]
+    spectrum = torch.fft.fft2(torch.fft.ifftshift(probe))
+    ky = torch.fft.fftfreq(64, 0.11, dtype=torch.float64)[:, None].expand(64, 80)
+    kx = torch.fft.fftfreq(80, 0.09, dtype=torch.float64)[None, :].expand(64, 80)
+    lam = wavelength_ang(ENERGY)
+    a = lam * torch.sqrt(kx**2 + ky**2)
+    phi = torch.atan2(ky, kx)
+    chi = (2 * torch.pi / lam) * (
+        -20.0 * a**2 / 2
+        + 40.0 * a**2 / 2 * torch.cos(2 * (phi - 0.5))
+        + 900.0 * a**3 / 3 * torch.cos(phi + 1.0)
+    )
+    inside = spectrum.abs() > 0.5 * spectrum.abs().max()
+    ratio = spectrum[inside] / spectrum[inside].abs() * torch.exp(1j * chi[inside])
+    # Constant up to a global phase: every ratio equals the first.
+    assert float((ratio - ratio[0]).abs().max()) < 1e-9
+
+
+def test_all_modes_stay_inside_the_aperture() -> None:
+    modes = build_probe(GRID, ENERGY, 21.4, {"defocus": 200.0}, num_modes=6, dtype=torch.complex128)
+    ky, kx = GRID.frequencies(dtype=torch.float64)
+    edge = angle_mrad_to_inv_ang(21.4, ENERGY) + min(GRID.reciprocal_pixel_inv_ang) / 2
+    outside = torch.sqrt(ky**2 + kx**2) > edge
+    power = torch.fft.fft2(modes, norm="ortho").abs() ** 2
+    leaked = power[:, outside].sum(-1) / power.sum(dim=(-2, -1))
+    assert float(leaked.max()) < 1e-12
+
+
+def test_a_probe_too_big_for_its_window_warns() -> None:
+    with pytest.warns(UserWarning, match="wraps around"):
+        build_probe(Grid((64, 64), 0.12), ENERGY, 25.0, {"defocus": 600.0})
+
+
+def test_more_modes_than_the_probe_supports_is_an_error() -> None:
+    delta = torch.zeros((16, 16), dtype=torch.complex128)
+    delta[8, 8] = 1.0
+    with pytest.raises(ValueError, match="linearly dependent"):
+        orthogonal_modes(delta, 3)
+    with pytest.raises(ValueError, match="mode_powers must be >= 0 and sum to 1"):
+        orthogonal_modes(delta, 2, mode_powers=[float("nan"), 1.0])

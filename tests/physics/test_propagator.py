@@ -156,3 +156,23 @@ def test_tilt_convention_column_shifts_by_z_tan_theta(tilt_mrad: tuple[float, fl
     yz, xz = _column_seen_at(4, (0.0, 0.0), grid, dz, num_slices)
     assert _wrapped_difference(yz, y0, grid.shape[0]) == pytest.approx(0.0, abs=1e-6)
     assert _wrapped_difference(xz, x0, grid.shape[1]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_tilt_as_a_pair_of_tensors_keeps_its_gradient() -> None:
+    ky, kx = _k((8, 8), (0.2, 0.2))
+    ty = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    tx = torch.tensor(-2.0, dtype=F64, requires_grad=True)
+    p = fresnel_propagator(ky, kx, LAM, 10.0, (ty, tx))
+    torch.testing.assert_close(p, fresnel_propagator(ky, kx, LAM, 10.0, (1.0, -2.0)))
+    p.real.sum().backward()
+    assert ty.grad is not None and tx.grad is not None
+
+
+def test_bad_propagator_inputs_are_clear_errors() -> None:
+    ky, kx = _k((8, 8), (0.2, 0.2))
+    with pytest.raises(ValueError, match="did you pass the energy"):
+        fresnel_propagator(ky, kx, 300e3, 10.0)
+    with pytest.raises(ValueError, match="wavelength_ang must be > 0"):
+        fresnel_propagator(ky, kx, 0.0, 10.0)
+    with pytest.raises(ValueError, match=r"tilt_mrad must lie within"):
+        fresnel_propagator(ky, kx, LAM, 10.0, (0.0, 2000.0))
