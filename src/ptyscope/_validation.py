@@ -18,6 +18,7 @@ __all__ = [
     "require_in_range",
     "require_int_pair",
     "require_positive",
+    "require_positive_pair",
     "require_shape",
 ]
 
@@ -49,6 +50,29 @@ def require_positive(name: str, value: float | torch.Tensor, unit: str = "") -> 
     ok = bool((value > 0).all()) if isinstance(value, torch.Tensor) else float(value) > 0
     if not ok:
         raise ValueError(f"{name} must be > 0{_suffix(unit)}, got {_describe(value)}")
+
+
+def require_positive_pair(
+    name: str, value: float | Sequence[float], unit: str = ""
+) -> tuple[float, float]:
+    """Return ``value`` as a ``(y, x)`` pair of floats > 0.
+
+    A single number (Python, NumPy or 0-dim tensor scalar) is used for both axes; a tuple
+    or list must hold exactly two.
+    """
+    try:
+        if isinstance(value, tuple | list):
+            pair = tuple(value)
+        else:
+            scalar = float(value)  # type: ignore[arg-type]  # NumPy/tensor scalars too
+            pair = (scalar, scalar)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or a (y, x) pair, got {value!r}") from None
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be a number or a (y, x) pair, got {value!r}")
+    for v in pair:
+        require_positive(name, float(v), unit)
+    return float(pair[0]), float(pair[1])
 
 
 def require_in_range(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from ptyscope import __version__
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
@@ -72,7 +73,6 @@ def demo(output: Path, device: str) -> None:
         dev = resolve_device(device)
     except ValueError as exc:
         _fail(str(exc))
-        return
     click.echo(f"ptyscope {__version__} demo on {dev}")
     start = time.perf_counter()
     measurements = run_demo(output, dev)

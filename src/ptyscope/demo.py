@@ -117,9 +117,7 @@ def run_demo(
         num_modes=s.num_modes,
         device=device,
     )
-    probe = build_probe(
-        grid, s.energy_ev, s.semiangle_mrad, {"defocus": s.defocus_ang}, device=device
-    )[0]
+    probe = modes[0] / torch.linalg.vector_norm(modes[0])  # mode 0 is the coherent probe
     ky, kx = grid.frequencies(device=device)
     cy, cx = grid.shape[0] // 2, grid.shape[1] // 2
 
@@ -133,7 +131,7 @@ def run_demo(
 
     focused = stack[focus_index]
     fine = _upsample(focused, 8).abs() ** 2
-    line = fine[fine.shape[0] // 2 + 0, :].cpu().numpy()
+    line = fine[fine.shape[0] // 2, :].cpu().numpy()
     probe_fwhm = _fwhm(line, grid.pixel_size_ang[1] / 8)
 
     # Bright-field disk: area of the vacuum CBED above half maximum -> radius in mrad.

@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from ptyscope._validation import require_int_pair, require_positive
+from ptyscope._validation import require_int_pair, require_positive, require_positive_pair
 
 from .constants import wavelength_ang
 
@@ -33,19 +33,6 @@ __all__ = [
 ]
 
 DetectorUnit = Literal["mrad", "inv_ang"]
-
-
-def _as_pair(name: str, value: float | tuple[float, float]) -> tuple[float, float]:
-    try:
-        # a (y, x) pair, or a Python, NumPy or 0-dim tensor scalar used for both axes
-        pair = tuple(value) if isinstance(value, tuple | list) else (float(value),) * 2
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number or a (y, x) pair, got {value!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be a number or a (y, x) pair, got {value!r}")
-    for v in pair:
-        require_positive(name, float(v))
-    return float(pair[0]), float(pair[1])
 
 
 def spatial_frequencies(
@@ -72,7 +59,7 @@ def spatial_frequencies(
         Two real tensors of shape (ny, nx) [Å⁻¹], in unshifted ``fftfreq`` order.
     """
     ny, nx = require_int_pair("shape", shape)
-    dy, dx = _as_pair("pixel_size_ang", pixel_size_ang)
+    dy, dx = require_positive_pair("pixel_size_ang", pixel_size_ang)
     ky = torch.fft.fftfreq(ny, d=dy, device=device, dtype=dtype)
     kx = torch.fft.fftfreq(nx, d=dx, device=device, dtype=dtype)
     grid_y, grid_x = torch.meshgrid(ky, kx, indexing="ij")
@@ -138,7 +125,9 @@ class Grid:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", require_int_pair("shape", self.shape))
-        object.__setattr__(self, "pixel_size_ang", _as_pair("pixel_size_ang", self.pixel_size_ang))
+        object.__setattr__(
+            self, "pixel_size_ang", require_positive_pair("pixel_size_ang", self.pixel_size_ang)
+        )
 
     @property
     def extent_ang(self) -> tuple[float, float]:
@@ -214,7 +203,7 @@ def detector_grid(
     0.142
     """
     det = require_int_pair("detector_shape", detector_shape)
-    pixel = _as_pair("detector_pixel", detector_pixel)
+    pixel = require_positive_pair("detector_pixel", detector_pixel)
     if unit == "mrad":
         if energy_ev is None:
             raise ValueError("energy_ev is required when the detector pixel is in mrad, got None")

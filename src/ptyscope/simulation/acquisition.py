@@ -19,16 +19,18 @@ import math
 import torch
 from torch.nn import functional
 
-from ptyscope._validation import require_positive
+from ptyscope._validation import require_positive, require_positive_pair
 
 __all__ = ["apply_dose", "apply_source_size", "electrons_per_pattern"]
 
 
-def _require_4d(name: str, data: torch.Tensor) -> None:
+def _require_real_4d(data: torch.Tensor) -> None:
     if data.ndim != 4:
         raise ValueError(
-            f"{name} must have shape (scan_y, scan_x, det_y, det_x), got {tuple(data.shape)}"
+            f"data must have shape (scan_y, scan_x, det_y, det_x), got {tuple(data.shape)}"
         )
+    if data.is_complex():
+        raise ValueError(f"data must be real intensities, got dtype {data.dtype}")
 
 
 def _gaussian_kernel(sigma_px: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -75,12 +77,8 @@ def apply_source_size(
         Tensor of the same shape, dtype and device. The total intensity of every pattern is
         preserved (the blur averages patterns; scan edges are replicated).
     """
-    _require_4d("data", data)
-    if data.is_complex():
-        raise ValueError(f"data must be real intensities, got dtype {data.dtype}")
-    steps = scan_step_ang if isinstance(scan_step_ang, tuple) else (scan_step_ang,) * 2
-    for step in steps:
-        require_positive("scan_step_ang", step, "Å")
+    _require_real_4d(data)
+    steps = require_positive_pair("scan_step_ang", scan_step_ang, "Å")
     if not math.isfinite(source_sigma_ang) or source_sigma_ang < 0:
         raise ValueError(f"source_sigma_ang must be finite and >= 0 Å, got {source_sigma_ang}")
     if source_sigma_ang == 0:
@@ -94,9 +92,7 @@ def electrons_per_pattern(
 ) -> float:
     """Mean number of electrons per diffraction pattern: D·Δy·Δx."""
     require_positive("dose_e_per_ang2", dose_e_per_ang2, "e/Å²")
-    steps = scan_step_ang if isinstance(scan_step_ang, tuple) else (scan_step_ang,) * 2
-    for step in steps:
-        require_positive("scan_step_ang", step, "Å")
+    steps = require_positive_pair("scan_step_ang", scan_step_ang, "Å")
     return float(dose_e_per_ang2) * steps[0] * steps[1]
 
 
@@ -126,9 +122,7 @@ def apply_dose(
     torch.Tensor
         Counts (same shape, dtype and device), each pixel ~ Poisson(D·Δy·Δx · data).
     """
-    _require_4d("data", data)
-    if data.is_complex():
-        raise ValueError(f"data must be real intensities, got dtype {data.dtype}")
+    _require_real_4d(data)
     if not bool(torch.isfinite(data).all()) or bool((data < 0).any()):
         raise ValueError("data must be finite and >= 0 to draw Poisson counts")
     rate = data * electrons_per_pattern(dose_e_per_ang2, scan_step_ang)
