@@ -105,7 +105,11 @@ def split_positions(
 
 
 def extract_patches(
-    obj: torch.Tensor, corners: torch.Tensor, window_shape: tuple[int, int]
+    obj: torch.Tensor,
+    corners: torch.Tensor,
+    window_shape: tuple[int, int],
+    *,
+    periodic: bool = False,
 ) -> torch.Tensor:
     """Cut windows out of an object at integer corners (gather, differentiable).
 
@@ -120,6 +124,10 @@ def extract_patches(
         int64 tensor of shape (B, 2): top-left (y, x) of each window [px].
     window_shape:
         (ny, nx) [px].
+    periodic:
+        Treat the object as one period of a periodic specimen: indices wrap around, so
+        windows may start anywhere and may be larger than the object (simulation of
+        crystals in a periodic supercell).
 
     Returns
     -------
@@ -129,11 +137,15 @@ def extract_patches(
     Raises
     ------
     ValueError
-        If a window extends beyond the object.
+        If a window extends beyond the object (``periodic=False``).
     """
     ny, nx = window_shape
     big_y, big_x = obj.shape[-2:]
     corners = corners.to(obj.device)
+    if periodic:
+        rows = torch.remainder(corners[:, 0, None] + torch.arange(ny, device=obj.device), big_y)
+        cols = torch.remainder(corners[:, 1, None] + torch.arange(nx, device=obj.device), big_x)
+        return obj[..., rows[:, :, None], cols[:, None, :]].movedim(-3, 0)
     low = corners.min(dim=0).values
     high = corners.max(dim=0).values
     if low[0] < 0 or low[1] < 0 or high[0] + ny > big_y or high[1] + nx > big_x:
@@ -250,6 +262,8 @@ def multislice_forward(
     positions_px: torch.Tensor,
     propagator: torch.Tensor,
     state_weights: torch.Tensor | None = None,
+    *,
+    periodic: bool = False,
 ) -> torch.Tensor:
     """Diffraction patterns of a batch of probe positions (full forward model).
 
@@ -265,6 +279,8 @@ def multislice_forward(
         Complex tensor (ny, nx), or (B, ny, nx) for one propagator per position.
     state_weights:
         Real tensor (S,), default 1/S each.
+    periodic:
+        The object is one period of a periodic specimen (see :func:`extract_patches`).
 
     Returns
     -------
@@ -277,7 +293,7 @@ def multislice_forward(
         raise ValueError(f"obj must have shape (states, slices, Ny, Nx), got {tuple(obj.shape)}")
     window = (probe.shape[-2], probe.shape[-1])
     corners, fractions = split_positions(positions_px, window)
-    patches = extract_patches(obj, corners, window)
+    patches = extract_patches(obj, corners, window, periodic=periodic)
     shifted = fourier_shift(probe, fractions)  # (B, M, ny, nx)
     exit_waves = multislice_exit_waves(shifted, patches, propagator)
     return far_field_intensity(exit_waves, state_weights)
