@@ -211,7 +211,27 @@ def test_bad_inputs_are_named() -> None:
         simulate_4dstem(tilted_cell, PROBE, scan)
 
 
-def test_band_limit_mask_radius() -> None:
-    grid = Grid((64, 64), (0.1, 0.1))
-    mask = band_limit_mask(grid, 0.5, torch.device("cpu"))
-    assert float(mask.sum()) == pytest.approx(math.pi * 16**2, rel=0.03)
+def test_band_limit_mask_radius_and_taper() -> None:
+    grid = Grid((80, 80), (0.1, 0.1))  # Δk = 0.125 Å⁻¹, Nyquist 5 Å⁻¹, k_c = 2.5 Å⁻¹
+    hard = band_limit_mask(grid, 0.5, torch.device("cpu"), taper_fraction=0.0)
+    assert float(hard.sum()) == pytest.approx(math.pi * 20**2, rel=0.03)
+    soft = band_limit_mask(grid, 0.5, torch.device("cpu"), taper_fraction=0.2)
+    ky, kx = grid.frequencies()
+    k = torch.sqrt(ky**2 + kx**2)
+    inside, edge, outside = k <= 1.5, (k > 1.5) & (k < 2.5), k > 2.5  # Nyquist 5 Å⁻¹
+    assert bool((soft[inside] == 1).all())
+    assert bool((soft[outside] == 0).all())
+    assert bool(((soft[edge] > 0) & (soft[edge] < 1)).all())
+    # Half-way down the roll-off (|k| = k_c − τ/2 = 2.0 Å⁻¹) the mask is 1/2.
+    assert float(soft[0, 16]) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_probe_window_over_a_larger_crystal_equals_the_whole_unit_cell() -> None:
+    # A window of one unit-cell period over a 2x2 supercell sees the same periodic crystal
+    # as the whole-cell simulation of one cell: the gather path must reproduce it.
+    scan = ScanSettings((2, 2), (0.7, 0.9), origin_ang=(0.3, 5.1))
+    common = {"sampling_ang": 0.1, "slice_thickness_ang": A_STO / 2, "tilt_mrad": (3.0, -2.0)}
+    small = simulate_4dstem(_sto((1, 1, 2)), PROBE, scan, **common).dataset
+    windowed = simulate_4dstem(_sto((2, 2, 2)), PROBE, scan, window_ang=A_STO, **common).dataset
+    assert windowed.detector_shape == small.detector_shape
+    np.testing.assert_allclose(windowed.data, small.data, atol=2e-6)

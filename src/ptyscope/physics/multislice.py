@@ -170,7 +170,8 @@ def multislice_exit_waves(
     probe:
         Complex tensor (B, M, ny, nx) (already shifted per position) or (M, ny, nx).
     object_patches:
-        Complex tensor (B, S, L, ny, nx): S object states of L slices each.
+        Complex tensor (B, S, L, ny, nx): S object states of L slices each; B may be 1
+        for one object seen by a batch of (already shifted) probes.
     propagator:
         Complex tensor (ny, nx) for a global propagator, or (B, ny, nx) for one per position
         (e.g. a tilt map); see :func:`ptyscope.physics.propagator.fresnel_propagator`.
@@ -188,10 +189,11 @@ def multislice_exit_waves(
     batch = object_patches.shape[0]
     if probe.ndim == 3:
         probe = probe.unsqueeze(0)
-    if probe.ndim != 4 or probe.shape[0] not in (1, batch):
+    if probe.ndim != 4 or (batch != 1 and probe.shape[0] not in (1, batch)):
         raise ValueError(
             f"probe must have shape (M, ny, nx) or (B={batch}, M, ny, nx), got {tuple(probe.shape)}"
         )
+    batch = max(batch, probe.shape[0])  # one object patch may serve a batch of probes
     window = tuple(object_patches.shape[-2:])
     if (
         propagator.ndim not in (2, 3)

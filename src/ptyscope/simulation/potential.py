@@ -5,7 +5,8 @@ extent (a periodic supercell; put vacuum around non-periodic specimens such as
 nanoparticles), with an FFT-friendly number of pixels (factors 2, 3, 5, 7) no coarser than
 the requested sampling. Along the beam (+z) the cell is cut into slices of
 ``slice_thickness_ang`` starting at z = 0; an atom belongs to the slice that contains its
-centre (slice j holds j·Δz <= z < (j+1)·Δz), and all of its projected potential is placed
+centre (slice j holds j·Δz <= z < (j+1)·Δz; an atom on a boundary, to round-off, starts
+the next slice), and all of its projected potential is placed
 there (the "infinite projection" of Kirkland 2020, Ch. 6). ase's x is array axis −1 and
 ase's y is array axis −2.
 """
@@ -24,6 +25,9 @@ from ptyscope.physics.grids import Grid, fft_friendly_size
 from ptyscope.physics.potential import projected_potential
 
 __all__ = ["PotentialSlices", "slice_potential", "specimen_grid"]
+
+#: Atoms closer than this fraction of Δz below a slice boundary count as on it.
+_BOUNDARY_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,9 @@ def slice_potential(
             )
         positions = positions + displacements
     num_slices = max(1, math.ceil(thickness / slice_thickness_ang - 1e-9))
-    index = np.clip(np.floor(positions[:, 2] / slice_thickness_ang), 0, num_slices - 1)
+    # An atom on a slice boundary (to round-off) belongs to the slice below it.
+    depth = positions[:, 2] / slice_thickness_ang
+    index = np.clip(np.floor(depth + _BOUNDARY_TOLERANCE), 0, num_slices - 1)
     symbols = atoms.get_chemical_symbols()
     yx = torch.as_tensor(positions[:, [1, 0]], device=device)
     slices = torch.zeros((num_slices, *grid.shape), dtype=dtype, device=device)

@@ -36,7 +36,12 @@ from ptyscope._validation import require_in_range, require_int_pair, require_pos
 from ptyscope.data.dataset import Calibration, Dataset4D, scan_grid_positions
 from ptyscope.physics.constants import wavelength_ang
 from ptyscope.physics.grids import Grid, fft_friendly_size
-from ptyscope.physics.multislice import multislice_forward
+from ptyscope.physics.multislice import (
+    far_field_intensity,
+    fourier_shift,
+    multislice_exit_waves,
+    multislice_forward,
+)
 from ptyscope.physics.probe import build_probe
 from ptyscope.physics.propagator import fresnel_propagator
 from ptyscope.physics.transmission import transmission_function
@@ -45,11 +50,13 @@ from .acquisition import apply_dose, apply_source_size
 from .potential import PotentialSlices, slice_potential, specimen_grid
 
 __all__ = [
+    "DetectorCrop",
     "DetectorSettings",
     "ProbeSettings",
     "ScanSettings",
     "SimulationResult",
     "band_limit_mask",
+    "detector_crop",
     "simulate_4dstem",
 ]
 
@@ -105,19 +112,36 @@ class SimulationResult:
     ground_truth: dict[str, Any]
 
 
-def band_limit_mask(grid: Grid, fraction: float | None, device: torch.device) -> torch.Tensor:
-    """Circular band limit |k| <= fraction · min(Nyquist) (float32 (ny, nx), FFT order).
+def band_limit_mask(
+    grid: Grid, fraction: float | None, device: torch.device, taper_fraction: float = 0.02
+) -> torch.Tensor:
+    """Circular band limit at k_c = fraction · Nyquist with a cosine roll-off.
 
-    ``fraction=None`` returns all ones (no band limit).
+    A(k) = 1 for |k| <= k_c − τ, ½(1 + cos(π(|k| − k_c + τ)/τ)) up to k_c, 0 beyond, with
+    τ = taper_fraction · Nyquist (Nyquist = 1/(2·max pixel)). The smooth edge limits
+    ringing; its default width equals abTEM's, so both simulators cut the same band.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 (ny, nx) in FFT order; all ones when ``fraction`` is None.
     """
-    ky, kx = grid.frequencies(device=device)
+    ky, kx = grid.frequencies(device=device, dtype=torch.float64)
     if fraction is None:
-        return torch.ones_like(ky)
+        return torch.ones(grid.shape, device=device)
     require_in_range("antialias_fraction", fraction, 0.0, 1.0)
+    require_in_range("taper_fraction", taper_fraction, 0.0, 1.0)
     if fraction == 0:
         raise ValueError("antialias_fraction must be > 0 (or None for no band limit), got 0")
-    cutoff = fraction * min(grid.nyquist_inv_ang)
-    return (ky**2 + kx**2 <= cutoff**2).to(torch.float32)
+    nyquist = 0.5 / max(grid.pixel_size_ang)
+    cutoff = fraction * nyquist
+    taper = taper_fraction * nyquist
+    k = torch.sqrt(ky**2 + kx**2)
+    if taper == 0:
+        return (k <= cutoff).to(torch.float32)
+    ramp = 0.5 * (1 + torch.cos(torch.pi * (k - cutoff + taper) / taper))
+    mask = torch.where(k <= cutoff - taper, torch.ones_like(k), ramp)
+    return torch.where(k <= cutoff, mask, torch.zeros_like(k)).to(torch.float32)
 
 
 def _window_shape(grid: Grid, window_ang: float | tuple[float, float] | None) -> tuple[int, int]:
@@ -131,10 +155,58 @@ def _window_shape(grid: Grid, window_ang: float | tuple[float, float] | None) ->
     )
 
 
-def _detector_crop(
+@dataclass(frozen=True)
+class DetectorCrop:
+    """The detector's view of a centred pattern on ``window``: a square crop and binning."""
+
+    window: Grid
+    rows: slice
+    cols: slice
+    binning: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (
+            (self.rows.stop - self.rows.start) // self.binning,
+            (self.cols.stop - self.cols.start) // self.binning,
+        )
+
+    def apply(self, patterns: torch.Tensor) -> torch.Tensor:
+        """(B, ny, nx) centred patterns -> (B, det_y, det_x) cropped and binned."""
+        kept = patterns[:, self.rows, self.cols]
+        if self.binning == 1:
+            return kept
+        b, ny, nx = kept.shape
+        f = self.binning
+        return kept.reshape(b, ny // f, f, nx // f, f).sum(dim=(2, 4))
+
+    def calibration(self, probe: ProbeSettings, scan: ScanSettings) -> Calibration:
+        """Calibration of data recorded through this crop with this probe and scan."""
+        dk = self.window.reciprocal_pixel_inv_ang
+        centre = [
+            ((n // 2 - r.start) + 0.5) / self.binning - 0.5
+            for n, r in zip(self.window.shape, (self.rows, self.cols), strict=True)
+        ]
+        return Calibration(
+            energy_ev=probe.energy_ev,
+            scan_step_ang=scan.step_ang,
+            detector_pixel_inv_ang=(dk[0] * self.binning, dk[1] * self.binning),
+            scan_rotation_deg=scan.rotation_deg,
+            scan_origin_ang=scan.origin_ang,
+            semiangle_mrad=probe.semiangle_mrad,
+            defocus_ang=float(probe.aberrations.get("defocus", 0.0)),
+            detector_center_px=(centre[0], centre[1]),
+        )
+
+
+def detector_crop(
     window: Grid, energy_ev: float, detector: DetectorSettings, fraction: float | None
-) -> tuple[slice, slice, int]:
-    """Rows/columns of the centred pattern kept by the detector, and the binning."""
+) -> DetectorCrop:
+    """Rows and columns of the centred pattern kept by the detector, and its binning.
+
+    The crop is square in angle, centred on the optical axis (pixel n//2), with a whole
+    number of bins on each side; without ``max_angle_mrad`` it reaches the band limit.
+    """
     if not isinstance(detector.binning, int) or detector.binning < 1:
         raise ValueError(f"detector binning must be an integer >= 1, got {detector.binning!r}")
     dk = window.reciprocal_pixel_inv_ang
@@ -153,14 +225,7 @@ def _detector_crop(
                 f"with binning {detector.binning} on a window of {n} px"
             )
         ranges.append(slice(n // 2 - half, n // 2 + half))
-    return ranges[0], ranges[1], detector.binning
-
-
-def _bin(patterns: torch.Tensor, factor: int) -> torch.Tensor:
-    if factor == 1:
-        return patterns
-    b, ny, nx = patterns.shape
-    return patterns.reshape(b, ny // factor, factor, nx // factor, factor).sum(dim=(2, 4))
+    return DetectorCrop(window, ranges[0], ranges[1], detector.binning)
 
 
 def _memory_batch(num_slices: int, window: tuple[int, int], memory_limit_gb: float) -> int:
@@ -256,7 +321,7 @@ def simulate_4dstem(
     scan_positions = scan.positions_ang()
     scan_shape = scan_positions.shape[:2]
     tilt = _tilt_array(tilt_mrad, scan_shape)
-    rows, cols, binning = _detector_crop(window, probe.energy_ev, detector, antialias_fraction)
+    crop = detector_crop(window, probe.energy_ev, detector, antialias_fraction)
     configs = (
         np.zeros((1, len(atoms), 3))
         if displacements_ang is None
@@ -290,7 +355,9 @@ def simulate_4dstem(
             fresnel_propagator(ky, kx, lam, slice_thickness_ang, tilts) * window_mask
         )
     valid = torch.fft.fftshift(window_mask)
-    det_shape = ((rows.stop - rows.start) // binning, (cols.stop - cols.start) // binning)
+    whole_cell = window.shape == grid.shape
+    centre = torch.tensor([window.shape[0] // 2, window.shape[1] // 2], device=device)
+    det_shape = crop.shape
     total = torch.zeros((num_positions, *det_shape), dtype=torch.float64)
     steps = len(configs) * math.ceil(num_positions / batch)
     with tqdm(total=steps, desc="4D-STEM", unit="batch", disable=not progress) as bar:
@@ -307,12 +374,18 @@ def simulate_4dstem(
                         fresnel_propagator(ky, kx, lam, slice_thickness_ang, tilts[start:stop])
                         * window_mask
                     )
-                patterns = multislice_forward(
-                    probe_modes, obj, positions_px[start:stop], propagator, periodic=True
-                )
+                if whole_cell:
+                    # The window is the cell: shift the probe, not the object (no gather).
+                    shifted = fourier_shift(probe_modes, positions_px[start:stop] - centre)
+                    exit_waves = multislice_exit_waves(shifted, obj[None], propagator)
+                    patterns = far_field_intensity(exit_waves)
+                else:
+                    patterns = multislice_forward(
+                        probe_modes, obj, positions_px[start:stop], propagator, periodic=True
+                    )
                 # Beyond the band limit the pattern is not valid (the last transmission
                 # is not followed by a band-limited propagation): zero it.
-                kept = _bin((patterns * valid)[:, rows, cols], binning)
+                kept = crop.apply(patterns * valid)
                 total[start:stop] += kept.to("cpu", torch.float64)
                 bar.update()
     data = (total / len(configs)).to(torch.float32).reshape(*scan_shape, *det_shape)
@@ -322,21 +395,7 @@ def simulate_4dstem(
         generator = torch.Generator().manual_seed(seed if seed is not None else 0)
         data = apply_dose(data, dose_e_per_ang2, step, generator)
 
-    dk = window.reciprocal_pixel_inv_ang
-    centre = tuple(
-        ((n // 2 - r.start) + 0.5) / binning - 0.5
-        for n, r in zip(window.shape, (rows, cols), strict=True)
-    )
-    calibration = Calibration(
-        energy_ev=probe.energy_ev,
-        scan_step_ang=step,
-        detector_pixel_inv_ang=(dk[0] * binning, dk[1] * binning),
-        scan_rotation_deg=scan.rotation_deg,
-        scan_origin_ang=scan.origin_ang,
-        semiangle_mrad=probe.semiangle_mrad,
-        defocus_ang=float(probe.aberrations.get("defocus", 0.0)),
-        detector_center_px=(float(centre[0]), float(centre[1])),
-    )
+    calibration = crop.calibration(probe, scan)
     dataset = Dataset4D(
         data.numpy(),
         calibration,
