@@ -60,7 +60,7 @@ def main() -> int:
             else:
                 ok &= agreement.worst_ncc < 0.99  # a wrong mapping must not agree
             print(
-                f"{str(tilt):<20}{name:<14}{agreement.worst_ncc:>10.5f}"
+                f"{tilt!s:<20}{name:<14}{agreement.worst_ncc:>10.5f}"
                 f"{agreement.worst_intensity_error:>12.3%}{t_ours:>11.1f}s{t_abtem:>9.1f}s"
             )
     print("PASS" if ok else "FAIL")
