@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(VENV)/bin/ptyscope demo --output ptyscope-demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check src tests benchmarks validation
+	$(PY) -m ruff format --check src tests benchmarks validation
 
 typecheck: $(STAMP)
 	$(PY) -m mypy src/ptyscope
