@@ -116,3 +116,15 @@ def test_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
         write_dataset(path, _dataset(2), {"bad": object()})
     np.testing.assert_array_equal(read_dataset(path).data, _dataset(1).data)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.h5"]
+
+
+def test_ground_truth_reader_checks_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_ground_truth(tmp_path / "none.h5")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as handle:
+        handle.create_group("ground_truth")
+    with pytest.raises(ValueError, match="is not a ptyscope data file"):
+        read_ground_truth(foreign)
+    write_dataset(tmp_path / "plain.h5", _dataset())
+    assert read_ground_truth(tmp_path / "plain.h5") == {}

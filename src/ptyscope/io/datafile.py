@@ -221,6 +221,14 @@ def read_tilt_series(path: str | os.PathLike[str]) -> tuple[list[Dataset4D], np.
 
 
 def read_ground_truth(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read the ground-truth tree of a data file (empty if it has none)."""
-    with h5py.File(path, "r") as handle:
+    """Read the ground-truth tree of a data file of either kind (empty if it has none)."""
+    kind = _file_kind(path)
+    with _open_checked(path, kind) as handle:
         return _read_tree(handle["ground_truth"]) if "ground_truth" in handle else {}
+
+
+def _file_kind(path: str | os.PathLike[str]) -> str:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"path does not exist: {os.fspath(path)!r}")
+    with h5py.File(path, "r") as handle:
+        return str(_plain(handle.attrs.get("kind", "")))

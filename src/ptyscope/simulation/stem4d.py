@@ -242,7 +242,10 @@ def _tilt_array(tilt_mrad: Any, scan_shape: tuple[int, int]) -> np.ndarray:
             f"{(*scan_shape, 2)}, got shape {tilt.shape}"
         )
     if not np.all(np.isfinite(tilt)) or np.abs(tilt).max(initial=0.0) >= 1000:
-        raise ValueError(f"tilt_mrad must be finite and below 1000 mrad, got max {tilt.max()}")
+        raise ValueError(
+            f"tilt_mrad must be finite and below 1000 mrad in magnitude, got largest "
+            f"|tilt| {np.abs(tilt).max()}"
+        )
     return tilt
 
 

@@ -1,0 +1,210 @@
+"""Validated configs for the ``ptyscope`` commands (TOML files -> pydantic models).
+
+Every model forbids unknown keys, so a misspelt key is an error that names it, and every
+number carries its unit in its name. Tilts in configs are named ``tilt_x_mrad`` and
+``tilt_y_mrad`` (DESIGN.md); inside the library they become the (θ_y, θ_x) pair.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "AcquisitionConfig",
+    "ConfigError",
+    "DetectorConfig",
+    "PhononConfig",
+    "ProbeConfig",
+    "SamplingConfig",
+    "ScanConfig",
+    "SimulationConfig",
+    "SpecimenConfig",
+    "TiltConfig",
+    "TiltSeriesConfig",
+    "load_config",
+]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositivePair = tuple[PositiveFloat, PositiveFloat]
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not validate."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpecimenConfig(_Model):
+    """The atomic model.
+
+    kind ``srtio3_slab``: SrTiO3 [001], ``repeat_xy`` cells laterally, ``thickness_ang``.
+    kind ``file``: any file ase reads (``path``), optionally repeated by ``repeat``.
+    kind ``fcc_cluster`` / ``ordered_alloy_cluster``: nanoparticles in vacuum.
+    kind ``srtio3_two_domain``: two SrTiO3 domains, the second rotated by ``euler_deg``.
+    """
+
+    kind: Literal[
+        "srtio3_slab", "file", "fcc_cluster", "ordered_alloy_cluster", "srtio3_two_domain"
+    ]
+    repeat_xy: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (4, 4)
+    thickness_ang: PositiveFloat = 80.0
+    lattice_constant_ang: PositiveFloat | None = None
+    path: Path | None = None
+    repeat: tuple[int, int, int] = (1, 1, 1)
+    symbols: tuple[str, ...] = ("Au",)
+    structure: Literal["L1_2", "L1_0"] = "L1_2"
+    radius_ang: PositiveFloat = 10.0
+    vacuum_ang: Annotated[float, Field(ge=0)] = 5.0
+    euler_deg: tuple[float, float, float] = (0.0, 3.0, 0.0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> SpecimenConfig:
+        if self.kind == "file" and self.path is None:
+            raise ValueError("specimen kind 'file' needs path = '<structure file>'")
+        if (
+            self.kind in ("fcc_cluster", "ordered_alloy_cluster")
+            and self.lattice_constant_ang is None
+        ):
+            raise ValueError(f"specimen kind {self.kind!r} needs lattice_constant_ang")
+        if self.kind == "ordered_alloy_cluster" and len(self.symbols) != 2:
+            raise ValueError(f"ordered_alloy_cluster needs two symbols, got {list(self.symbols)}")
+        if any(n < 1 for n in self.repeat):
+            raise ValueError(f"repeat must be three integers >= 1, got {list(self.repeat)}")
+        return self
+
+
+class ProbeConfig(_Model):
+    energy_ev: PositiveFloat = 300e3
+    semiangle_mrad: PositiveFloat = 22.0
+    defocus_ang: float = 0.0
+    #: Further aberrations by name (C30 [Å], C12, phi12 [rad], ...).
+    aberrations: dict[str, float] = Field(default_factory=dict)
+
+
+class ScanConfig(_Model):
+    shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (16, 16)
+    step_ang: PositivePair = (0.4, 0.4)
+    origin_ang: tuple[float, float] = (0.0, 0.0)
+    rotation_deg: float = 0.0
+
+
+class SamplingConfig(_Model):
+    pixel_ang: PositiveFloat = 0.05
+    slice_thickness_ang: PositiveFloat = 2.0
+    #: Probe window [Å]; omit to use the whole cell.
+    window_ang: PositiveFloat | None = None
+    antialias_fraction: Annotated[float, Field(gt=0, le=1)] | None = 2.0 / 3.0
+
+
+class TiltConfig(_Model):
+    """Specimen mistilt: a global value plus an optional linear gradient over the scan.
+
+    θ(r) = (tilt_y_mrad, tilt_x_mrad) + gradient · (r − scan centre), a tilt map when the
+    gradient is non-zero (e.g. a bent specimen).
+    """
+
+    tilt_x_mrad: float = 0.0
+    tilt_y_mrad: float = 0.0
+    #: d(θ_x)/dx, d(θ_x)/dy, d(θ_y)/dx, d(θ_y)/dy [mrad/Å].
+    gradient_x_mrad_per_ang: tuple[float, float] = (0.0, 0.0)
+    gradient_y_mrad_per_ang: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def is_map(self) -> bool:
+        return any(self.gradient_x_mrad_per_ang) or any(self.gradient_y_mrad_per_ang)
+
+
+class PhononConfig(_Model):
+    """Frozen phonons: none, Einstein, a harmonic spring model, or user snapshots."""
+
+    model: Literal["none", "einstein", "harmonic", "snapshots"] = "none"
+    configs: Annotated[int, Field(ge=1)] = 8
+    #: Einstein: rms displacement per Cartesian component [Å], one value or per element.
+    sigma_ang: float | dict[str, float] = 0.08
+    temperature_k: PositiveFloat = 300.0
+    #: Harmonic: (max distance [Å], spring [eV/Å²]) per neighbour shell.
+    shells: tuple[tuple[PositiveFloat, PositiveFloat], ...] = ((2.0, 6.0), (2.8, 1.5))
+    #: Snapshots: a trajectory file (any format ase reads) of the displaced specimen.
+    trajectory: Path | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> PhononConfig:
+        if self.model == "snapshots" and self.trajectory is None:
+            raise ValueError("phonons model 'snapshots' needs trajectory = '<file>'")
+        return self
+
+
+class DetectorConfig(_Model):
+    max_angle_mrad: PositiveFloat | None = None
+    binning: Annotated[int, Field(ge=1)] = 1
+
+
+class AcquisitionConfig(_Model):
+    source_sigma_ang: Annotated[float, Field(ge=0)] = 0.0
+    #: Electron dose [e/Å²]; omit for noise-free data.
+    dose_e_per_ang2: PositiveFloat | None = None
+
+
+class TiltSeriesConfig(_Model):
+    """Tilt series about the y axis from ``min_deg`` to ``max_deg`` (ZYZ Euler (0, θ, 0)),
+    or explicit ``euler_deg`` triples."""
+
+    min_deg: float = -60.0
+    max_deg: float = 60.0
+    step_deg: PositiveFloat = 10.0
+    euler_deg: tuple[tuple[float, float, float], ...] | None = None
+
+
+class SimulationConfig(_Model):
+    """``ptyscope simulate sim.toml``."""
+
+    output: Path = Path("simulation.h5")
+    device: str = "auto"
+    seed: int = 0
+    memory_limit_gb: PositiveFloat = 1.0
+    specimen: SpecimenConfig
+    probe: ProbeConfig = ProbeConfig()
+    scan: ScanConfig = ScanConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    tilt: TiltConfig = TiltConfig()
+    phonons: PhononConfig = PhononConfig()
+    detector: DetectorConfig = DetectorConfig()
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+    tilt_series: TiltSeriesConfig | None = None
+
+
+def _location(error: dict[str, object]) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"  # type: ignore[attr-defined]
+
+
+def load_config(path: str | Path, model: type[ModelT]) -> ModelT:
+    """Read a TOML file into a validated config model.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, and for each problem the key, the rule and the value received.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {str(path)!r}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = model.model_validate(raw)
+    except ValidationError as exc:
+        lines = [
+            f"  {_location(e)}: {e['msg']} (got {e.get('input')!r})"  # type: ignore[arg-type]
+            for e in exc.errors()
+        ]
+        raise ConfigError(f"{path}: invalid config\n" + "\n".join(lines)) from None
+    return config
