@@ -39,6 +39,7 @@ from ptyscope.simulation.phonons import (
     BOLTZMANN_EV_PER_K,
     MAX_DENSE_DOF,
     _require_generator,
+    _validated_shells,
 )
 
 __all__ = [
@@ -104,22 +105,6 @@ class ForceConstantBlocks:
             - self.positions_ang[self.first_atom]
         )
         return vectors
-
-
-def _validated_shells(shells: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """(max_distance_ang, spring_ev_per_ang2) arrays; same rules as ``spring_model``."""
-    if not shells:
-        raise ValueError("shells must list at least one (max_distance_ang, spring) pair")
-    previous = 0.0
-    for distance, spring in shells:
-        require_positive("shells max_distance_ang", distance, "Å")
-        require_positive("shells spring_ev_per_ang2", spring, "eV/Å²")
-        if distance <= previous:
-            raise ValueError(f"shells must increase in distance, got {list(shells)}")
-        previous = distance
-    limits = np.array([d for d, _ in shells], dtype=np.float64)
-    springs = np.array([k for _, k in shells], dtype=np.float64)
-    return limits, springs
 
 
 def force_constant_blocks(

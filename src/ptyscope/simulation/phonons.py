@@ -203,6 +203,22 @@ class HarmonicModel:
         return frequencies
 
 
+def _validated_shells(shells: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(max_distance_ang, spring_ev_per_ang2) arrays of neighbour shells, validated."""
+    if not shells:
+        raise ValueError("shells must list at least one (max_distance_ang, spring) pair")
+    previous = 0.0
+    for distance, spring in shells:
+        require_positive("shells max_distance_ang", distance, "Å")
+        require_positive("shells spring_ev_per_ang2", spring, "eV/Å²")
+        if distance <= previous:
+            raise ValueError(f"shells must increase in distance, got {list(shells)}")
+        previous = distance
+    limits = np.array([d for d, _ in shells], dtype=np.float64)
+    springs = np.array([k for _, k in shells], dtype=np.float64)
+    return limits, springs
+
+
 def spring_model(
     atoms: ase.Atoms,
     shells: Sequence[tuple[float, float]],
@@ -233,20 +249,10 @@ def spring_model(
     >>> model.num_atoms
     32
     """
-    if not shells:
-        raise ValueError("shells must list at least one (max_distance_ang, spring) pair")
-    previous = 0.0
-    for distance, spring in shells:
-        require_positive("shells max_distance_ang", distance, "Å")
-        require_positive("shells spring_ev_per_ang2", spring, "eV/Å²")
-        if distance <= previous:
-            raise ValueError(f"shells must increase in distance, got {list(shells)}")
-        previous = distance
+    limits, springs = _validated_shells(shells)
     n = len(atoms)
-    i_idx, j_idx, vectors = neighbor_list("ijD", atoms, shells[-1][0])
+    i_idx, j_idx, vectors = neighbor_list("ijD", atoms, limits[-1])
     distances = np.linalg.norm(vectors, axis=1)
-    limits = np.array([d for d, _ in shells])
-    springs = np.array([k for _, k in shells])
     spring = springs[np.searchsorted(limits, distances - 1e-9)]
     unit = vectors / distances[:, None]
     blocks = spring[:, None, None] * unit[:, :, None] * unit[:, None, :]  # (pairs, 3, 3)
