@@ -228,10 +228,27 @@ def detector_crop(
     return DetectorCrop(window, ranges[0], ranges[1], detector.binning)
 
 
-def _memory_batch(num_slices: int, window: tuple[int, int], memory_limit_gb: float) -> int:
-    # Per position: all slices' complex patches, plus ~6 complex waves (FFT workspaces).
-    per_position = (num_slices + 6) * window[0] * window[1] * 8
-    return max(1, int(memory_limit_gb * 2**30 // per_position))
+#: On the CPU, batches whose waves fill about this many bytes stay in cache and run
+#: fastest (measured: 240² px, 42 slices, 1-2 threads: batches of 2-4 beat 16-64 by 15-30%).
+_CPU_WAVE_BYTES = 2**21
+
+
+def _batch_size(
+    num_slices: int,
+    window: tuple[int, int],
+    whole_cell: bool,
+    memory_limit_gb: float,
+    device: torch.device,
+) -> int:
+    """Positions per batch: bounded by ``memory_limit_gb``; cache-sized on the CPU."""
+    wave = window[0] * window[1] * 8  # one complex64 wave
+    # Per position: the gathered patches of every slice (unless the probe is shifted over
+    # the whole cell instead), plus ~6 waves of FFT workspace.
+    per_position = ((0 if whole_cell else num_slices) + 6) * wave
+    batch = max(1, int(memory_limit_gb * 2**30 // per_position))
+    if device.type == "cpu":
+        batch = min(batch, max(1, _CPU_WAVE_BYTES // wave))
+    return batch
 
 
 def _tilt_array(tilt_mrad: Any, scan_shape: tuple[int, int]) -> np.ndarray:
@@ -350,7 +367,8 @@ def simulate_4dstem(
     tilts = tilts.to(torch.float32)
 
     static = slice_potential(atoms, grid, slice_thickness_ang, device=device)
-    batch = _memory_batch(static.num_slices, window.shape, memory_limit_gb)
+    whole_cell = window.shape == grid.shape
+    batch = _batch_size(static.num_slices, window.shape, whole_cell, memory_limit_gb, device)
     num_positions = positions_px.shape[0]
     global_propagator = None
     if tilt.ndim == 1:
@@ -358,15 +376,18 @@ def simulate_4dstem(
             fresnel_propagator(ky, kx, lam, slice_thickness_ang, tilts) * window_mask
         )
     valid = torch.fft.fftshift(window_mask)
-    whole_cell = window.shape == grid.shape
     centre = torch.tensor([window.shape[0] // 2, window.shape[1] // 2], device=device)
     det_shape = crop.shape
     total = torch.zeros((num_positions, *det_shape), dtype=torch.float64)
     steps = len(configs) * math.ceil(num_positions / batch)
     with tqdm(total=steps, desc="4D-STEM", unit="batch", disable=not progress) as bar:
         for config in configs:
-            slices = slice_potential(
-                atoms, grid, slice_thickness_ang, displacements_ang=config, device=device
+            slices = (
+                static
+                if displacements_ang is None
+                else slice_potential(
+                    atoms, grid, slice_thickness_ang, displacements_ang=config, device=device
+                )
             )
             obj = _transmission(slices, probe.energy_ev, grid_mask)[None]  # (1, L, Ny, Nx)
             for start in range(0, num_positions, batch):
