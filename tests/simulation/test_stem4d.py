@@ -235,3 +235,27 @@ def test_probe_window_over_a_larger_crystal_equals_the_whole_unit_cell() -> None
     windowed = simulate_4dstem(_sto((2, 2, 2)), PROBE, scan, window_ang=A_STO, **common).dataset
     assert windowed.detector_shape == small.detector_shape
     np.testing.assert_allclose(windowed.data, small.data, atol=2e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_simulation_matches_cpu() -> None:
+    specimen = _sto((1, 1, 3))
+    scan = ScanSettings((2, 2), (0.9, 0.9))
+    configs = np.random.default_rng(2).normal(0.0, 0.05, size=(2, len(specimen), 3))
+    tilt_map = np.array([[[0.0, 2.0], [1.0, -1.0]], [[3.0, 0.0], [-2.0, 2.0]]])
+    common = {
+        "sampling_ang": 0.1,
+        "slice_thickness_ang": A_STO / 2,
+        "tilt_mrad": tilt_map,
+        "displacements_ang": configs,
+        "detector": DetectorSettings(binning=2),
+    }
+    cpu = simulate_4dstem(specimen, PROBE, scan, device="cpu", **common)
+    gpu = simulate_4dstem(specimen, PROBE, scan, device="cuda", **common)
+    np.testing.assert_allclose(gpu.dataset.data, cpu.dataset.data, atol=2e-6, rtol=1e-4)
+    np.testing.assert_allclose(
+        gpu.ground_truth["potential"]["slices_vang"],
+        cpu.ground_truth["potential"]["slices_vang"],
+        rtol=1e-4,
+        atol=1e-2,
+    )
