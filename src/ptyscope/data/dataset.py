@@ -229,14 +229,14 @@ class Dataset4D:
         )
 
     # ----------------------------------------------------------------- block access
-    def rows_per_block(self, max_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
-        """Scan rows per block so that one float32 block stays below ``max_bytes``."""
+    def rows_per_block(self, max_bytes: int | None = None) -> int:
+        """Scan rows per block so that one float32 block stays below ``max_bytes``
+        (default :data:`DEFAULT_BLOCK_BYTES`)."""
+        max_bytes = DEFAULT_BLOCK_BYTES if max_bytes is None else max_bytes
         row = self.shape[1] * self.shape[2] * self.shape[3] * max(4, self.dtype.itemsize)
         return max(1, min(self.shape[0], max_bytes // row))
 
-    def iter_scan_rows(
-        self, max_bytes: int = DEFAULT_BLOCK_BYTES
-    ) -> Iterator[tuple[slice, np.ndarray]]:
+    def iter_scan_rows(self, max_bytes: int | None = None) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield (rows, block): blocks of whole scan rows as in-memory arrays.
 
         ``block`` is ``data[rows]`` as a numpy array of the stored dtype, at most
@@ -251,7 +251,7 @@ class Dataset4D:
         """A copy whose data is an in-memory numpy array."""
         return replace(self, data=np.asarray(self.data[()] if self.is_lazy else self.data))
 
-    def mean_pattern(self, max_bytes: int = DEFAULT_BLOCK_BYTES) -> np.ndarray:
+    def mean_pattern(self, max_bytes: int | None = None) -> np.ndarray:
         """Position-averaged pattern (PACBED), float64 (det_y, det_x), read block-wise."""
         total = np.zeros(self.detector_shape)
         for _, block in self.iter_scan_rows(max_bytes):

@@ -65,8 +65,12 @@ def _write_header(handle: h5py.File, kind: str, config_text: str | None) -> None
 
 
 def _write_dataset_group(group: h5py.Group, dataset: Dataset4D) -> None:
-    scan_x, det_y, det_x = dataset.data.shape[1:]
-    group.create_dataset("data", data=dataset.data, chunks=(1, scan_x, det_y, det_x))
+    _, scan_x, det_y, det_x = dataset.shape
+    target = group.create_dataset(
+        "data", shape=dataset.shape, dtype=dataset.dtype, chunks=(1, scan_x, det_y, det_x)
+    )
+    for rows, block in dataset.iter_scan_rows():  # lazy sources are copied block by block
+        target[rows] = block
     if dataset.scan_positions_ang is not None:
         group.create_dataset("scan_positions_ang", data=dataset.scan_positions_ang)
     calibration = group.create_group("calibration")
@@ -79,7 +83,7 @@ def _write_dataset_group(group: h5py.Group, dataset: Dataset4D) -> None:
         metadata.attrs[key] = value
 
 
-def _read_dataset_group(group: h5py.Group) -> Dataset4D:
+def _read_dataset_group(group: h5py.Group, lazy: bool = False) -> Dataset4D:
     attrs = group["calibration"].attrs
     kwargs: dict[str, Any] = {}
     for item in fields(Calibration):
@@ -88,7 +92,8 @@ def _read_dataset_group(group: h5py.Group) -> Dataset4D:
             kwargs[item.name] = float(value) if value.ndim == 0 else tuple(value.tolist())
     positions = group["scan_positions_ang"][()] if "scan_positions_ang" in group else None
     metadata = {key: _plain(value) for key, value in group["metadata"].attrs.items()}
-    return Dataset4D(group["data"][()], Calibration(**kwargs), positions, metadata)
+    data = group["data"] if lazy else group["data"][()]
+    return Dataset4D(data, Calibration(**kwargs), positions, metadata)
 
 
 def _plain(value: Any) -> Any:
@@ -205,8 +210,16 @@ def _open_checked(path: str | os.PathLike[str], kind: str) -> h5py.File:
     return handle
 
 
-def read_dataset(path: str | os.PathLike[str]) -> Dataset4D:
-    """Read the 4D-STEM dataset of a ptyscope data file (kind ``"4dstem"``)."""
+def read_dataset(path: str | os.PathLike[str], *, lazy: bool = False) -> Dataset4D:
+    """Read the 4D-STEM dataset of a ptyscope data file (kind ``"4dstem"``).
+
+    With ``lazy=True`` the patterns stay on disk: ``data`` is the open, read-only
+    ``h5py.Dataset`` (the file closes when the dataset is garbage-collected), read a block
+    of scan rows at a time by :class:`Dataset4D`'s methods.
+    """
+    if lazy:
+        handle = _open_checked(path, "4dstem")
+        return _read_dataset_group(handle["dataset"], lazy=True)
     with _open_checked(path, "4dstem") as handle:
         return _read_dataset_group(handle["dataset"])
 
