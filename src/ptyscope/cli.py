@@ -39,8 +39,15 @@ def info(file: Path) -> None:
         summary = describe_file(file)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    else:
-        click.echo(summary.render())
+    click.echo(summary.render())
+    if (
+        summary.attributes.get("format") == "ptyscope-data"
+        and summary.attributes.get("kind") == "4dstem"
+    ):
+        from ptyscope.data.summary import describe_dataset
+        from ptyscope.io.datafile import read_dataset
+
+        click.echo(describe_dataset(read_dataset(file, lazy=True)))
 
 
 @main.command()

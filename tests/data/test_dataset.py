@@ -154,3 +154,27 @@ def test_file_larger_than_half_the_memory_is_inspected_and_binned(tmp_path: Path
     tracemalloc.stop()
     assert binned.data[100, 200, 32, 32] == 7.0
     assert peak < binned.nbytes + 2 * dataset_module.DEFAULT_BLOCK_BYTES
+
+
+def test_count_statistics_estimate_the_dose(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ptyscope.cli import main
+    from ptyscope.data.summary import count_statistics
+
+    rng = np.random.default_rng(8)
+    lam = 0.05  # counts per pixel: 0.05 x 256 pixels = 12.8 electrons per pattern
+    data = rng.poisson(lam, size=(40, 30, 16, 16)).astype(np.float32)
+    ds = Dataset4D(data, _calibration())
+    stats = count_statistics(ds, max_rows=8)
+    assert stats.sampled_patterns == 8 * 30
+    assert stats.integer_valued
+    # 240 sampled totals, each Poisson(12.8): the mean is within 5 standard errors.
+    assert abs(stats.mean_counts - 12.8) < 5 * np.sqrt(12.8 / 240)
+    assert stats.dose_e_per_ang2 == pytest.approx(stats.mean_counts / (0.4 * 0.5))
+    assert not count_statistics(Dataset4D(data * 0.5 + 0.25, _calibration())).integer_valued
+    write_dataset(tmp_path / "d.h5", ds)
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "d.h5")])
+    assert result.exit_code == 0, result.output
+    assert "dose:" in result.output
+    assert "scan 40 x 30, detector 16 x 16" in result.output
