@@ -178,3 +178,13 @@ def test_count_statistics_estimate_the_dose(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "dose:" in result.output
     assert "scan 40 x 30, detector 16 x 16" in result.output
+
+
+def test_big_endian_blocks_come_back_in_native_order() -> None:
+    data = np.arange(2 * 3 * 4 * 4, dtype=">u2").reshape(2, 3, 4, 4)
+    ds = Dataset4D(data, _calibration())
+    for _, block in ds.iter_scan_rows():
+        assert block.dtype.isnative
+        np.testing.assert_array_equal(block, data[: block.shape[0]])
+    assert ds.to_memory().data.dtype.isnative
+    assert ds.crop_scan(slice(0, 1), slice(0, 2)).data.dtype.isnative

@@ -136,6 +136,15 @@ def scan_grid_positions(
     return positions
 
 
+def _native(block: np.ndarray) -> np.ndarray:
+    """The block in native byte order (detector files are often big-endian; torch needs
+    native order)."""
+    if block.dtype.isnative:
+        return block
+    converted: np.ndarray = block.astype(block.dtype.newbyteorder("="))
+    return converted
+
+
 #: Default bound on the memory one block of scan rows may take [bytes].
 DEFAULT_BLOCK_BYTES = 256 * 2**20
 
@@ -245,11 +254,11 @@ class Dataset4D:
         step = self.rows_per_block(max_bytes)
         for start in range(0, self.shape[0], step):
             rows = slice(start, min(start + step, self.shape[0]))
-            yield rows, np.asarray(self.data[rows])
+            yield rows, _native(np.asarray(self.data[rows]))
 
     def to_memory(self) -> Dataset4D:
         """A copy whose data is an in-memory numpy array."""
-        return replace(self, data=np.asarray(self.data[()] if self.is_lazy else self.data))
+        return replace(self, data=_native(np.asarray(self.data[()] if self.is_lazy else self.data)))
 
     def mean_pattern(self, max_bytes: int | None = None) -> np.ndarray:
         """Position-averaged pattern (PACBED), float64 (det_y, det_x), read block-wise."""
@@ -269,7 +278,7 @@ class Dataset4D:
                 f"crop_scan needs non-empty unit-step slices, got rows={rows}, cols={cols}"
             )
         positions = self.positions_ang()
-        data = np.asarray(self.data[ys.start : ys.stop, xs.start : xs.stop])
+        data = _native(np.asarray(self.data[ys.start : ys.stop, xs.start : xs.stop]))
         cal = replace(self.calibration, scan_origin_ang=tuple(positions[ys.start, xs.start]))
         kept = None
         if self.scan_positions_ang is not None:
