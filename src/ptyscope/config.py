@@ -17,7 +17,10 @@ __all__ = [
     "AcquisitionConfig",
     "ConfigError",
     "DetectorConfig",
+    "InputConfig",
     "PhononConfig",
+    "PreprocessConfig",
+    "PreprocessSteps",
     "ProbeConfig",
     "SamplingConfig",
     "ScanConfig",
@@ -178,6 +181,63 @@ class SimulationConfig(_Model):
     detector: DetectorConfig = DetectorConfig()
     acquisition: AcquisitionConfig = AcquisitionConfig()
     tilt_series: TiltSeriesConfig | None = None
+
+
+class InputConfig(_Model):
+    """A detector file and the calibration it does not record (``ptyscope preprocess``).
+
+    Options given here override what the file records.
+    """
+
+    path: Path
+    #: Reader name (see ``ptyscope.data.readers.known_formats``); default from the extension.
+    format: str | None = None
+    #: Path of the 4D dataset inside a foreign HDF5 file (default: its only 4D dataset).
+    dataset_path: str | None = None
+    #: (scan_y, scan_x) for formats that store frames without the scan shape.
+    scan_shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = None
+    energy_ev: PositiveFloat | None = None
+    scan_step_ang: PositivePair | None = None
+    semiangle_mrad: PositiveFloat | None = None
+    #: Detector pixel (y, x) [mrad]; omit to calibrate it from the bright-field disk.
+    detector_pixel_mrad: PositivePair | None = None
+
+    def reader_options(self) -> dict[str, object]:
+        """Keyword options for ``read_4dstem`` (only those that are set)."""
+        names = ("dataset_path", "scan_shape", "energy_ev", "scan_step_ang", "semiangle_mrad")
+        options: dict[str, object] = {
+            name: getattr(self, name) for name in names if getattr(self, name) is not None
+        }
+        if self.detector_pixel_mrad is not None:
+            options["detector_pixel_mrad"] = self.detector_pixel_mrad
+        return options
+
+
+class PreprocessSteps(_Model):
+    """What ``ptyscope preprocess`` does, in this order."""
+
+    repair_bad_pixels: bool = True
+    #: Calibrate mrad per pixel from the bright-field disk and the known semiangle.
+    calibrate_from_bf_disk: bool = True
+    correct_descan: bool = True
+    #: Polynomial order of the descan model over the scan (1 = plane, 2 = quadratic).
+    descan_order: Literal[1, 2] = 1
+    #: Solve the scan-to-detector rotation and transpose by CoM curl minimisation.
+    find_scan_rotation: bool = True
+    #: Crop the detector to this angle [mrad] (square); omit to keep it whole.
+    detector_max_angle_mrad: PositiveFloat | None = None
+    bin_detector: Annotated[int, Field(ge=1)] = 1
+    bin_scan: Annotated[int, Field(ge=1)] = 1
+
+
+class PreprocessConfig(_Model):
+    """``ptyscope preprocess config.toml``."""
+
+    output: Path = Path("preprocessed.h5")
+    #: The PNG panel (PACBED, virtual BF, CoM rotation curve, iCoM); default: beside output.
+    figure: Path | None = None
+    input: InputConfig
+    steps: PreprocessSteps = PreprocessSteps()
 
 
 def _location(error: dict[str, object]) -> str:
