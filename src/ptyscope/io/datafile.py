@@ -40,6 +40,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "GroundTruth",
+    "plain_attribute",
     "read_dataset",
     "read_ground_truth",
     "read_tilt_series",
@@ -91,12 +92,13 @@ def _read_dataset_group(group: h5py.Group, lazy: bool = False) -> Dataset4D:
             value = np.asarray(attrs[item.name], dtype=np.float64)
             kwargs[item.name] = float(value) if value.ndim == 0 else tuple(value.tolist())
     positions = group["scan_positions_ang"][()] if "scan_positions_ang" in group else None
-    metadata = {key: _plain(value) for key, value in group["metadata"].attrs.items()}
+    metadata = {key: plain_attribute(value) for key, value in group["metadata"].attrs.items()}
     data = group["data"] if lazy else group["data"][()]
     return Dataset4D(data, Calibration(**kwargs), positions, metadata)
 
 
-def _plain(value: Any) -> Any:
+def plain_attribute(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (bytes decoded, numpy scalars unwrapped)."""
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.generic):
@@ -126,7 +128,7 @@ def _write_tree(group: h5py.Group, tree: GroundTruth) -> None:
 
 
 def _read_tree(group: h5py.Group) -> dict[str, Any]:
-    tree: dict[str, Any] = {key: _plain(value) for key, value in group.attrs.items()}
+    tree: dict[str, Any] = {key: plain_attribute(value) for key, value in group.attrs.items()}
     for key, item in group.items():
         tree[key] = _read_tree(item) if isinstance(item, h5py.Group) else item[()]
     return tree
@@ -189,7 +191,7 @@ def _open_checked(path: str | os.PathLike[str], kind: str) -> h5py.File:
     if not os.path.exists(path):
         raise FileNotFoundError(f"path does not exist: {os.fspath(path)!r}")
     handle = h5py.File(path, "r")
-    found = _plain(handle.attrs.get("format", ""))
+    found = plain_attribute(handle.attrs.get("format", ""))
     if found != FORMAT_NAME:
         handle.close()
         raise ValueError(
@@ -203,7 +205,7 @@ def _open_checked(path: str | os.PathLike[str], kind: str) -> h5py.File:
             f"{os.fspath(path)!r} has format_version {version}; this ptyscope reads up to "
             f"{FORMAT_VERSION} (upgrade ptyscope)"
         )
-    found_kind = _plain(handle.attrs.get("kind", ""))
+    found_kind = plain_attribute(handle.attrs.get("kind", ""))
     if found_kind != kind:
         handle.close()
         raise ValueError(f"{os.fspath(path)!r} holds kind {found_kind!r}, expected {kind!r}")
@@ -244,4 +246,4 @@ def _file_kind(path: str | os.PathLike[str]) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"path does not exist: {os.fspath(path)!r}")
     with h5py.File(path, "r") as handle:
-        return str(_plain(handle.attrs.get("kind", "")))
+        return str(plain_attribute(handle.attrs.get("kind", "")))

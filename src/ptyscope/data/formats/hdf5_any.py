@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from ptyscope.data.dataset import Dataset4D
-from ptyscope.io.datafile import FORMAT_NAME, read_dataset
+from ptyscope.io.datafile import FORMAT_NAME, plain_attribute, read_dataset
 
 from ._common import build_calibration, check_real_dtype, parse_scan_shape, reject_unknown_options
 from .rosetta import read_rosetta
@@ -43,14 +43,6 @@ from .rosetta import read_rosetta
 __all__ = ["find_4d_datasets", "is_velox_emd", "read_emd", "read_hdf5"]
 
 _HDF5_OPTIONS = ("dataset_path", "scan_shape")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _open(path: str | os.PathLike[str]) -> h5py.File:
@@ -80,7 +72,7 @@ def is_velox_emd(handle: h5py.File) -> bool:
     try:
         raw = version[()]
         text = raw.flat[0] if isinstance(raw, np.ndarray) else raw
-        info = json.loads(_plain(text))
+        info = json.loads(plain_attribute(text))
     except (ValueError, TypeError, IndexError, AttributeError):
         return False
     return isinstance(info, dict) and info.get("format") in ("Velox", "DevelopersKit")
@@ -115,8 +107,8 @@ def read_hdf5(
     """
     reject_unknown_options("hdf5", calibration, _HDF5_OPTIONS)
     handle = _open(path)
-    own = dataset_path is None and _plain(handle.attrs.get("format", "")) == FORMAT_NAME
-    kind = _plain(handle.attrs.get("kind", ""))
+    own = dataset_path is None and plain_attribute(handle.attrs.get("format", "")) == FORMAT_NAME
+    kind = plain_attribute(handle.attrs.get("kind", ""))
     if not own:
         try:
             return _read_any(path, handle, dataset_path, scan_shape, calibration)
