@@ -27,27 +27,71 @@ def main() -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def info(file: Path) -> None:
-    """Show the arrays (shape, dtype) and calibration stored in a data or result FILE.
+@click.option("--format", "file_format", default=None, help="Reader name (default: by extension).")
+@click.option("--scan-shape", nargs=2, type=int, default=None, help="SCAN_Y SCAN_X of frame files.")
+@click.option("--scan-step-ang", nargs=2, type=float, default=None, help="STEP_Y STEP_X [Å].")
+@click.option("--energy-ev", type=float, default=None, help="Beam energy [eV].")
+@click.option("--dataset-path", default=None, help="4D dataset inside a foreign HDF5 file.")
+def info(
+    file: Path,
+    file_format: str | None,
+    scan_shape: tuple[int, int] | None,
+    scan_step_ang: tuple[float, float] | None,
+    energy_ev: float | None,
+    dataset_path: str | None,
+) -> None:
+    """Show what FILE holds: arrays, calibration, counts per pattern and dose estimate.
 
-    Reads .npy, .npz and HDF5 files (.h5, .hdf5, .emd, .nxs, or any file with the HDF5
-    signature) without loading their arrays.
+    Reads every format ptyscope knows (HDF5 incl. ptyscope's own, .npy/.npz, EMPAD .raw,
+    Merlin .mib, and RosettaSciIO formats with the `io` extra) without loading the data:
+    counts are estimated from a few scan rows. Calibration the file lacks can be given as
+    options; without it the dose is not reported.
     """
-    from ptyscope.io.inspect import describe_file
+    from ptyscope.data.formats._common import MissingCalibrationError
+    from ptyscope.data.readers import read_4dstem
+    from ptyscope.data.summary import describe_dataset
+    from ptyscope.io.inspect import KNOWN_SUFFIXES, describe_file
 
+    if not file.exists():
+        _fail(f"path must be an existing file, got {str(file)!r}")
+    if file.suffix.lower() in KNOWN_SUFFIXES:
+        try:
+            click.echo(describe_file(file).render())
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+    given = {
+        "scan_shape": scan_shape,
+        "scan_step_ang": scan_step_ang,
+        "energy_ev": energy_ev,
+        "dataset_path": dataset_path,
+    }
+    options: dict[str, object] = {k: v for k, v in given.items() if v is not None}
     try:
-        summary = describe_file(file)
-    except (FileNotFoundError, ValueError) as exc:
+        dataset = read_4dstem(file, file_format, **options)
+        missing: list[str] = []
+    except MissingCalibrationError as exc:
+        # Show what can be shown: placeholders for what is missing, reported as unknown.
+        missing = exc.missing
+        placeholders: dict[str, object] = {
+            "energy_ev": 300e3,
+            "scan_step_ang": (1.0, 1.0),
+            "detector_pixel": (1.0, 1.0),
+        }
+        for name in missing:
+            options["detector_pixel_inv_ang" if name == "detector_pixel" else name] = placeholders[
+                name
+            ]
+        try:
+            dataset = read_4dstem(file, file_format, **options)
+        except ValueError as again:
+            _fail(str(again))
+    except ValueError as exc:
+        if file.suffix.lower() in KNOWN_SUFFIXES:
+            return  # not a 4D-STEM dataset: the array listing above is the answer
         _fail(str(exc))
-    click.echo(summary.render())
-    if (
-        summary.attributes.get("format") == "ptyscope-data"
-        and summary.attributes.get("kind") == "4dstem"
-    ):
-        from ptyscope.data.summary import describe_dataset
-        from ptyscope.io.datafile import read_dataset
-
-        click.echo(describe_dataset(read_dataset(file, lazy=True)))
+    except (FileNotFoundError, NotImplementedError, ImportError) as exc:
+        _fail(str(exc))
+    click.echo(describe_dataset(dataset, unknown=missing))
 
 
 @main.command()

@@ -95,3 +95,37 @@ def test_preprocess_errors_are_clear(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "missing.mib" in result.output
     assert "Traceback" not in result.output
+
+
+def test_info_reads_detector_files_with_or_without_calibration(tmp_path: Path) -> None:
+    counts = np.random.default_rng(3).poisson(0.2, size=(6, 16, 16)).astype(np.uint16)
+    write_mib(tmp_path / "f.mib", counts, counter_depth=12)
+    runner = CliRunner()
+    bare = runner.invoke(main, ["info", str(tmp_path / "f.mib"), "--scan-shape", "2", "3"])
+    assert bare.exit_code == 0, bare.output
+    assert "scan 2 x 3, detector 16 x 16" in bare.output
+    assert "energy unknown" in bare.output
+    assert "dose:" not in bare.output
+    full = runner.invoke(
+        main,
+        [
+            "info",
+            str(tmp_path / "f.mib"),
+            "--scan-shape",
+            "2",
+            "3",
+            "--scan-step-ang",
+            "0.5",
+            "0.5",
+            "--energy-ev",
+            "300e3",
+        ],
+    )
+    assert full.exit_code == 0, full.output
+    assert "pixel size not calibrated" in full.output
+    expected_dose = counts.sum(axis=(1, 2)).mean() / 0.25
+    assert f"dose:     {expected_dose:.4g} e/Å²" in full.output
+    wrong = runner.invoke(main, ["info", str(tmp_path / "f.mib"), "--scan-shape", "4", "4"])
+    assert wrong.exit_code != 0
+    assert "f.mib" in wrong.output
+    assert "16" in wrong.output

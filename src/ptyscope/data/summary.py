@@ -6,6 +6,7 @@ on a dataset of any size. Used by ``ptyscope info``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,27 +61,52 @@ def count_statistics(dataset: Dataset4D, max_rows: int = 8) -> CountStatistics:
     )
 
 
-def describe_dataset(dataset: Dataset4D) -> str:
-    """Multi-line summary: shapes, calibration, counts per pattern and dose estimate."""
+def describe_dataset(dataset: Dataset4D, *, unknown: Sequence[str] = ()) -> str:
+    """Multi-line summary: shapes, calibration, counts per pattern and dose estimate.
+
+    ``unknown`` names calibration the file does not record and nobody gave
+    ("energy_ev", "scan_step_ang", "detector_pixel"): those lines say so instead of
+    showing placeholder values, and without the scan step there is no dose.
+    """
     cal = dataset.calibration
     stats = count_statistics(dataset)
     mrad = cal.detector_pixel_mrad
     cy, cx = dataset.detector_center_px
     kind = "integer counts" if stats.integer_valued else "not integer: normalised or gain-corrected"
-    lines = [
+    head = (
         f"dataset:  scan {dataset.scan_shape[0]} x {dataset.scan_shape[1]}, detector "
         f"{dataset.detector_shape[0]} x {dataset.detector_shape[1]}, {dataset.dtype}, "
-        f"{'on disk (lazy)' if dataset.is_lazy else 'in memory'}",
-        f"beam:     {cal.energy_ev / 1e3:g} kV (λ = {cal.wavelength_ang:.6f} Å)"
-        + (f", semiangle {cal.semiangle_mrad:g} mrad" if cal.semiangle_mrad else ""),
-        f"scan:     step (y, x) = ({cal.scan_step_ang[0]:.4g}, {cal.scan_step_ang[1]:.4g}) Å, "
-        f"rotation {cal.scan_rotation_deg:g}°, transpose {'yes' if cal.scan_transpose else 'no'}",
-        f"detector: pixel (y, x) = ({mrad[0]:.4g}, {mrad[1]:.4g}) mrad = "
-        f"({cal.detector_pixel_inv_ang[0]:.4g}, {cal.detector_pixel_inv_ang[1]:.4g}) Å⁻¹, "
-        f"optical axis at ({cy:.2f}, {cx:.2f}) px",
+        f"{'on disk (lazy)' if dataset.is_lazy else 'in memory'}"
+    )
+    counts = (
         f"counts:   {stats.mean_counts:.4g} ± {stats.std_counts:.3g} per pattern "
-        f"({stats.sampled_patterns} sampled, "
-        f"{kind})",
-        f"dose:     {stats.dose_e_per_ang2:.4g} e/Å² if one count is one electron",
-    ]
+        f"({stats.sampled_patterns} sampled, {kind})"
+    )
+    lines = [head]
+    if "energy_ev" in unknown:
+        lines.append("beam:     energy unknown (give --energy-ev)")
+    else:
+        lines.append(
+            f"beam:     {cal.energy_ev / 1e3:g} kV (λ = {cal.wavelength_ang:.6f} Å)"
+            + (f", semiangle {cal.semiangle_mrad:g} mrad" if cal.semiangle_mrad else "")
+        )
+    if "scan_step_ang" in unknown:
+        lines.append("scan:     step unknown (give --scan-step-ang)")
+    else:
+        lines.append(
+            f"scan:     step (y, x) = ({cal.scan_step_ang[0]:.4g}, {cal.scan_step_ang[1]:.4g}) "
+            f"Å, rotation {cal.scan_rotation_deg:g}°, "
+            f"transpose {'yes' if cal.scan_transpose else 'no'}"
+        )
+    if "detector_pixel" in unknown or "energy_ev" in unknown:
+        lines.append("detector: pixel size not calibrated (ptyscope preprocess calibrates it)")
+    else:
+        lines.append(
+            f"detector: pixel (y, x) = ({mrad[0]:.4g}, {mrad[1]:.4g}) mrad = "
+            f"({cal.detector_pixel_inv_ang[0]:.4g}, {cal.detector_pixel_inv_ang[1]:.4g}) Å⁻¹, "
+            f"optical axis at ({cy:.2f}, {cx:.2f}) px"
+        )
+    lines.append(counts)
+    if "scan_step_ang" not in unknown:
+        lines.append(f"dose:     {stats.dose_e_per_ang2:.4g} e/Å² if one count is one electron")
     return "\n".join(lines)

@@ -36,6 +36,7 @@ from ptyscope.physics.constants import wavelength_ang
 
 __all__ = [
     "CALIBRATION_OPTIONS",
+    "MissingCalibrationError",
     "build_calibration",
     "check_frame_count",
     "check_real_dtype",
@@ -46,6 +47,18 @@ __all__ = [
     "parse_scan_shape",
     "reject_unknown_options",
 ]
+
+
+class MissingCalibrationError(ValueError):
+    """The file lacks calibration values that were not given as options.
+
+    ``missing`` lists them: "energy_ev", "scan_step_ang", "detector_pixel".
+    """
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
 
 #: Keyword options every reader accepts for the calibration a file lacks (module docstring).
 CALIBRATION_OPTIONS: tuple[str, ...] = (
@@ -145,9 +158,10 @@ def build_calibration(
     if missing:
         names = ", ".join(_REQUIRED_HELP[key][0] for key in missing)
         wanted = "; ".join(_REQUIRED_HELP[key][1] for key in missing)
-        raise ValueError(
+        raise MissingCalibrationError(
             f"{os.fspath(path)!r} does not record the calibration {names}; pass it as "
-            f"option(s): {wanted}"
+            f"option(s): {wanted}",
+            missing,
         )
 
     mrad = values.pop("detector_pixel_mrad", None)
