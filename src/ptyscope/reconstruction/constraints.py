@@ -1,0 +1,150 @@
+"""Constraints and regularisers applied between iterations, each with a schedule.
+
+A constraint is an object with ``apply(params, iteration)`` acting in place under
+``torch.no_grad()``; the engine calls every constraint whose :class:`Schedule` is due.
+Adding one means adding a class, not editing the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .parameters import PtychoParameters
+
+__all__ = [
+    "AmplitudeLimit",
+    "BandLimit",
+    "Constraint",
+    "PositionLimit",
+    "ProbeOrthogonalization",
+    "ProbePower",
+    "Schedule",
+    "SliceSmoothing",
+]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Due at iterations start, start + every, ... while < stop (``None`` = never stop)."""
+
+    start: int = 0
+    stop: int | None = None
+    every: int = 1
+
+    def due(self, iteration: int) -> bool:
+        if iteration < self.start or (self.stop is not None and iteration >= self.stop):
+            return False
+        return (iteration - self.start) % self.every == 0
+
+
+@dataclass
+class Constraint:
+    """Base class: subclasses implement :meth:`apply`."""
+
+    schedule: Schedule = field(default_factory=Schedule)
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass
+class ProbeOrthogonalization(Constraint):
+    """Orthogonalise the probe modes (eigen-decomposition of their overlap), strongest
+    first; the total intensity and the spanned space are unchanged."""
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:
+        probe = params.probe.data
+        modes = probe.reshape(probe.shape[0], -1)
+        overlap = modes.conj() @ modes.T  # (M, M) Hermitian
+        values, vectors = torch.linalg.eigh(overlap)
+        order = torch.argsort(values, descending=True)
+        rotated = vectors[:, order].T.conj() @ modes
+        params.probe.data.copy_(rotated.reshape(probe.shape))
+
+
+@dataclass
+class ProbePower(Constraint):
+    """Rescale the probe to a fixed total intensity (default: its value at the start)."""
+
+    power: float | None = None
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:
+        current = float((params.probe.data.abs() ** 2).sum())
+        if self.power is None:
+            self.power = current
+        if current > 0:
+            params.probe.data.mul_((self.power / current) ** 0.5)
+
+
+@dataclass
+class AmplitudeLimit(Constraint):
+    """Clip the object amplitude to [minimum, maximum] (≤ 1: no gain in a thin specimen);
+    optionally clip the phase to ≥ 0 (positive potential)."""
+
+    maximum: float = 1.0
+    minimum: float = 0.0
+    positive_phase: bool = False
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:
+        obj = params.object.data
+        amplitude = obj.abs().clamp(self.minimum, self.maximum)
+        phase = obj.angle()
+        if self.positive_phase:
+            phase = phase.clamp(min=0.0)
+        obj.copy_(torch.polar(amplitude, phase))
+
+
+@dataclass
+class BandLimit(Constraint):
+    """Remove object frequencies beyond ``fraction`` of Nyquist (against aliasing)."""
+
+    fraction: float = 2.0 / 3.0
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:
+        obj = params.object.data
+        ny, nx = obj.shape[-2:]
+        ky = torch.fft.fftfreq(ny, device=obj.device)[:, None]
+        kx = torch.fft.fftfreq(nx, device=obj.device)[None, :]
+        mask = (ky**2 + kx**2) <= (0.5 * self.fraction) ** 2
+        obj.copy_(torch.fft.ifft2(torch.fft.fft2(obj) * mask))
+
+
+@dataclass
+class SliceSmoothing(Constraint):
+    """Low-pass the object along z (kz filter): Gaussian smoothing of each slice's log
+    transmission with its neighbours, weight ``strength`` in [0, 1)."""
+
+    strength: float = 0.1
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:
+        obj = params.object.data
+        if obj.shape[1] < 3 or self.strength <= 0:
+            return
+        log = torch.complex(torch.log(obj.abs().clamp(min=1e-6)), obj.angle())
+        neighbours = 0.5 * (torch.roll(log, 1, dims=1) + torch.roll(log, -1, dims=1))
+        neighbours[:, 0] = log[:, 1]
+        neighbours[:, -1] = log[:, -2]
+        mixed = (1 - self.strength) * log + self.strength * neighbours
+        obj.copy_(torch.exp(mixed))
+
+
+@dataclass
+class PositionLimit(Constraint):
+    """Keep position corrections within ``max_px`` and, optionally, remove their global
+    affine part (mean shift and linear distortion), which the object can absorb."""
+
+    max_px: float = 2.0
+    remove_affine: bool = True
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:
+        correction = params.positions.data
+        if self.remove_affine:
+            nominal = params.nominal_positions_px
+            design = torch.cat(
+                (torch.ones_like(nominal[:, :1]), nominal - nominal.mean(dim=0)), dim=1
+            )
+            solution = torch.linalg.lstsq(design, correction).solution
+            correction.sub_(design @ solution)
+        correction.clamp_(-self.max_px, self.max_px)

@@ -1,0 +1,310 @@
+"""The reconstruction loop: batching, optimiser, constraints, history, checkpoints.
+
+One iteration visits every pattern once. Full batch (``batch_size=None``): the gradient
+of the whole dataset is accumulated over memory-bounded chunks, then one step is taken
+(required for mixed-object runs, where the states are only defined by all the data).
+Mini-batch: a step per batch; batches are random or spatially compact, drawn from a
+generator seeded by (seed, iteration), so a resumed run visits the same batches as an
+uninterrupted one. Constraints are applied after each iteration when their schedule is
+due. Checkpoints (parameters, optimiser, constraints, history) are written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ptyscope.io.atomic import atomic_path
+
+from .constraints import Constraint
+from .forward import PropagatorCache, predict
+from .losses import get_loss
+from .parameters import GROUPS, GroupSettings, PtychoParameters
+
+__all__ = ["OPTIMIZERS", "Engine", "EngineSettings", "History"]
+
+#: Registry: optimiser name -> factory(param_groups) (L-BFGS is handled by the engine).
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]]], torch.optim.Optimizer]] = {
+    "adam": lambda groups: torch.optim.Adam(groups),
+    "sgd": lambda groups: torch.optim.SGD(groups, momentum=0.9),
+    "lbfgs": lambda groups: torch.optim.LBFGS(
+        [p for g in groups for p in g["params"]],
+        lr=1.0,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+    ),
+}
+
+
+@dataclass
+class EngineSettings:
+    """How to optimise.
+
+    Attributes
+    ----------
+    iterations:
+        Number of iterations (passes over the data).
+    batch_size:
+        Patterns per update; ``None`` = full batch.
+    batching:
+        ``"random"`` or ``"compact"`` (spatially contiguous tiles) mini-batches.
+    chunk_size:
+        Patterns per forward/backward pass when accumulating a full-batch gradient.
+    loss, optimizer:
+        Names from the registries (:data:`~ptyscope.reconstruction.losses.LOSSES`,
+        :data:`OPTIMIZERS`).
+    groups:
+        Settings per parameter group (missing groups are frozen). Learning rates: object
+        in transmission units, probe relative to its initial peak amplitude, positions in
+        object pixels, tilt in mrad, thickness in Å, state weights in logits.
+    constraints:
+        Scheduled constraints, applied in order after each iteration.
+    seed:
+        Seed of the batch order.
+    checkpoint_every, checkpoint_path:
+        Write a checkpoint every k iterations (``None`` = never).
+    progress:
+        Show a progress bar with the loss.
+    """
+
+    iterations: int = 20
+    batch_size: int | None = None
+    batching: str = "random"
+    chunk_size: int = 64
+    loss: str = "amplitude"
+    optimizer: str = "adam"
+    groups: dict[str, GroupSettings] = field(
+        default_factory=lambda: {
+            "object": GroupSettings(lr=2e-2),
+            "probe": GroupSettings(lr=1e-2),
+        }
+    )
+    constraints: Sequence[Constraint] = ()
+    seed: int = 0
+    checkpoint_every: int | None = None
+    checkpoint_path: Path | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.iterations, int) or self.iterations < 0:
+            raise ValueError(f"iterations must be an integer >= 0, got {self.iterations!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        if self.batching not in ("random", "compact"):
+            raise ValueError(f"batching must be 'random' or 'compact', got {self.batching!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        get_loss(self.loss)
+        unknown = sorted(set(self.groups) - set(GROUPS))
+        if unknown:
+            raise ValueError(f"groups must be among {list(GROUPS)}, got {unknown}")
+
+
+@dataclass
+class History:
+    """Per-iteration record."""
+
+    loss: list[float] = field(default_factory=list)
+    tilt_y_mrad: list[float] = field(default_factory=list)
+    tilt_x_mrad: list[float] = field(default_factory=list)
+    slice_thickness_ang: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+class Engine:
+    """Runs a reconstruction of ``measured`` intensities with ``params``.
+
+    Parameters
+    ----------
+    params:
+        The parameters (on the device of the run).
+    measured:
+        Real (N, ny, nx) measured intensities, zero frequency at (ny//2, nx//2); may live
+        on the CPU (moved per chunk) or on the device.
+    cache:
+        Window frequencies, wavelength and band limit of the propagator.
+    settings:
+        :class:`EngineSettings`.
+    grid_shape:
+        (scan_y, scan_x) of the positions, for compact batches (optional).
+    """
+
+    def __init__(
+        self,
+        params: PtychoParameters,
+        measured: torch.Tensor,
+        cache: PropagatorCache,
+        settings: EngineSettings,
+        grid_shape: tuple[int, int] | None = None,
+    ) -> None:
+        if measured.ndim != 3 or measured.shape[0] != params.num_positions:
+            raise ValueError(
+                f"measured must have shape (N={params.num_positions}, ny, nx), "
+                f"got {tuple(measured.shape)}"
+            )
+        if tuple(measured.shape[1:]) != tuple(params.probe.shape[1:]):
+            raise ValueError(
+                f"pattern shape {tuple(measured.shape[1:])} must equal the probe window "
+                f"{tuple(params.probe.shape[1:])}"
+            )
+        self.params = params
+        self.measured = measured
+        self.cache = cache
+        self.settings = settings
+        self.grid_shape = grid_shape
+        self.loss_fn = get_loss(settings.loss)
+        self.intensity_scale = float(measured.sum(dim=(1, 2)).mean())
+        self.history = History()
+        self.iteration = 0
+        peak = float(params.probe.detach().abs().max())
+        groups = []
+        for name in GROUPS:
+            group = settings.groups.get(name, GroupSettings(fit=False))
+            lr = group.lr * peak if name == "probe" else group.lr
+            groups.append({"params": [params.group(name)], "lr": lr, "name": name})
+        self.optimizer = OPTIMIZERS[settings.optimizer](groups)
+
+    # ------------------------------------------------------------------ batches
+    def _order(self, iteration: int) -> list[torch.Tensor]:
+        n = self.params.num_positions
+        size = self.settings.batch_size
+        if size is None or size >= n:
+            return [torch.arange(n)]
+        generator = torch.Generator().manual_seed(self.settings.seed * 100_003 + iteration)
+        if self.settings.batching == "random" or self.grid_shape is None:
+            order = torch.randperm(n, generator=generator)
+            return list(torch.split(order, size))
+        # Compact: square tiles of about batch_size positions, visited in random order.
+        sx = self.grid_shape[1]
+        side = max(1, round(math.sqrt(size)))
+        rows = torch.arange(n) // sx
+        cols = torch.arange(n) % sx
+        tile = (rows // side) * math.ceil(sx / side) + cols // side
+        tiles = [torch.nonzero(tile == t).flatten() for t in torch.unique(tile)]
+        return [tiles[int(i)] for i in torch.randperm(len(tiles), generator=generator)]
+
+    def _active(self, name: str, iteration: int) -> bool:
+        return self.settings.groups.get(name, GroupSettings(fit=False)).active(iteration)
+
+    # ------------------------------------------------------------------ one pass
+    def _loss_and_backward(self, indices: torch.Tensor, iteration: int, total: int) -> float:
+        """Accumulate gradients over ``indices`` in chunks; returns the summed loss / total."""
+        trainable = self._active("tilt", iteration) or self._active("thickness", iteration)
+        device = self.params.object.device
+        value = 0.0
+        for chunk in torch.split(indices, self.settings.chunk_size):
+            predicted = predict(
+                self.params,
+                chunk.to(device),
+                self.cache,
+                self.intensity_scale,
+                propagator_trainable=trainable,
+            )
+            measured = self.measured[chunk.to(self.measured.device)].to(device)
+            loss = self.loss_fn(predicted, measured) / total
+            torch.autograd.backward(loss)
+            value += float(loss.detach())
+        return value
+
+    def _mask_inactive(self, iteration: int) -> None:
+        for name in GROUPS:
+            if not self._active(name, iteration):
+                self.params.group(name).grad = None
+
+    def step(self) -> float:
+        """Run one iteration; returns its loss (mean per pattern)."""
+        iteration = self.iteration
+        n = self.params.num_positions
+        start = time.perf_counter()
+        if self.settings.optimizer == "lbfgs":
+
+            def closure() -> torch.Tensor:
+                self.optimizer.zero_grad(set_to_none=True)
+                value = self._loss_and_backward(torch.arange(n), iteration, n)
+                self._mask_inactive(iteration)
+                return torch.tensor(value)
+
+            loss = float(self.optimizer.step(closure))  # type: ignore[arg-type]
+        else:
+            loss = 0.0
+            for batch in self._order(iteration):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss += self._loss_and_backward(batch, iteration, n)
+                self._mask_inactive(iteration)
+                self.optimizer.step()
+        if self._active("tilt", iteration) or self._active("thickness", iteration):
+            self.cache.clear()
+        with torch.no_grad():
+            for constraint in self.settings.constraints:
+                if constraint.schedule.due(iteration):
+                    constraint.apply(self.params, iteration)
+        tilt = self.params.tilt.detach().reshape(-1, 2).mean(dim=0)
+        self.history.loss.append(loss)
+        self.history.tilt_y_mrad.append(float(tilt[0]))
+        self.history.tilt_x_mrad.append(float(tilt[1]))
+        self.history.slice_thickness_ang.append(float(self.params.thickness.detach()))
+        self.history.seconds.append(time.perf_counter() - start)
+        self.iteration += 1
+        return loss
+
+    def run(self, stop_after: int | None = None) -> History:
+        """Iterate up to ``settings.iterations`` (or stop after ``stop_after`` more)."""
+        target = self.settings.iterations
+        if stop_after is not None:
+            target = min(target, self.iteration + stop_after)
+        with tqdm(
+            total=target - self.iteration,
+            desc="reconstruct",
+            unit="it",
+            disable=not self.settings.progress,
+        ) as bar:
+            while self.iteration < target:
+                loss = self.step()
+                bar.set_postfix(loss=f"{loss:.4g}")
+                bar.update()
+                every = self.settings.checkpoint_every
+                if every and self.settings.checkpoint_path and self.iteration % every == 0:
+                    self.save_checkpoint(self.settings.checkpoint_path)
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "params": self.params.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": dataclasses.asdict(self.history),
+            "constraints": [dataclasses.asdict(c) for c in self.settings.constraints],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.params.load_state_dict(state["params"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = History(**state["history"])
+        self.iteration = int(state["iteration"])
+        for constraint, saved in zip(self.settings.constraints, state["constraints"], strict=True):
+            for key, value in saved.items():
+                if key != "schedule":
+                    setattr(constraint, key, value)
+        self.cache.clear()
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Write the full engine state atomically (an interrupted write keeps the old one)."""
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    def load_checkpoint(self, path: Path) -> None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
+        state = torch.load(path, map_location=self.params.object.device, weights_only=False)
+        self.load_state_dict(state)

@@ -1,0 +1,150 @@
+"""From a calibrated Dataset4D to initial parameters, measured intensities and the grid.
+
+The probe window is the detector: a detector of N pixels of Δk gives object pixels of
+1/(N Δk) [Å]. Positions (Å, specimen frame) become object pixels, offset so every probe
+window lies inside the object with ``padding_px`` to spare for position corrections.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ptyscope.data.dataset import Dataset4D
+from ptyscope.physics.constants import wavelength_ang
+from ptyscope.physics.grids import Grid
+from ptyscope.physics.probe import build_probe
+
+from .forward import PropagatorCache
+from .parameters import PtychoParameters
+
+__all__ = ["ReconstructionSetup", "prepare"]
+
+
+@dataclass
+class ReconstructionSetup:
+    """Everything the engine needs, plus the geometry to report results in Å.
+
+    Attributes
+    ----------
+    params, measured, cache:
+        For :class:`~ptyscope.reconstruction.engine.Engine`.
+    pixel_size_ang:
+        (dy, dx) object pixel [Å].
+    origin_ang:
+        (y, x) [Å] of object pixel (0, 0) in the scan's frame.
+    grid_shape:
+        (scan_y, scan_x).
+    """
+
+    params: PtychoParameters
+    measured: torch.Tensor
+    cache: PropagatorCache
+    pixel_size_ang: tuple[float, float]
+    origin_ang: tuple[float, float]
+    grid_shape: tuple[int, int]
+
+    def positions_ang(self) -> np.ndarray:
+        """float64 (N, 2): current (y, x) positions [Å]."""
+        px = self.params.positions_px().detach().cpu().double().numpy()
+        result: np.ndarray = np.asarray(self.origin_ang) + px * np.asarray(self.pixel_size_ang)
+        return result
+
+
+def prepare(
+    dataset: Dataset4D,
+    *,
+    num_slices: int,
+    slice_thickness_ang: float,
+    num_states: int = 1,
+    num_modes: int = 1,
+    defocus_ang: float = 0.0,
+    tilt_mrad: tuple[float, float] | np.ndarray = (0.0, 0.0),
+    state_phase_noise_rad: float = 0.01,
+    padding_px: int = 8,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> ReconstructionSetup:
+    """Initial parameters for reconstructing ``dataset``.
+
+    Parameters
+    ----------
+    dataset:
+        Calibrated data with the optical axis at the detector's centre pixel (det // 2),
+        e.g. after ``ptyscope preprocess``; needs ``semiangle_mrad``.
+    num_slices, slice_thickness_ang:
+        Multislice object: L slices of Δz [Å].
+    num_states, num_modes:
+        Object states and probe modes.
+    defocus_ang:
+        Initial probe defocus [Å] (positive = underfocus).
+    tilt_mrad:
+        (θ_y, θ_x) [mrad], or a map (scan_y, scan_x, 2).
+    state_phase_noise_rad:
+        Object states start as uniform transmission with small random phases of this
+        standard deviation, different per state (identical states would stay identical).
+    padding_px:
+        Object margin around the scanned area [px].
+    seed:
+        Seed of the state noise.
+    device:
+        Torch device of the run.
+    """
+    cal = dataset.calibration
+    if cal.semiangle_mrad is None:
+        raise ValueError("the dataset's calibration needs semiangle_mrad to build the probe")
+    ny, nx = dataset.detector_shape
+    centre = dataset.detector_center_px
+    if abs(centre[0] - ny // 2) > 0.5 or abs(centre[1] - nx // 2) > 0.5:
+        raise ValueError(
+            f"the optical axis must be at the detector's centre pixel ({ny // 2}, {nx // 2}), "
+            f"got ({centre[0]:.2f}, {centre[1]:.2f}); run ptyscope preprocess (descan "
+            "correction centres the patterns)"
+        )
+    if not isinstance(num_slices, int) or num_slices < 1:
+        raise ValueError(f"num_slices must be an integer >= 1, got {num_slices!r}")
+    if not isinstance(num_states, int) or num_states < 1:
+        raise ValueError(f"num_states must be an integer >= 1, got {num_states!r}")
+    device = torch.device(device)
+    dk = cal.detector_pixel_inv_ang
+    pixel = (1.0 / (ny * dk[0]), 1.0 / (nx * dk[1]))
+    positions = dataset.positions_ang().reshape(-1, 2)
+    low = positions.min(axis=0)
+    origin = (
+        float(low[0] - (ny // 2 + padding_px) * pixel[0]),
+        float(low[1] - (nx // 2 + padding_px) * pixel[1]),
+    )
+    positions_px = (positions - np.asarray(origin)) / np.asarray(pixel)
+    span = positions_px.max(axis=0)
+    big_y = math.ceil(span[0]) + ny - ny // 2 + padding_px + 1
+    big_x = math.ceil(span[1]) + nx - nx // 2 + padding_px + 1
+
+    generator = torch.Generator().manual_seed(seed)
+    phases = torch.randn((num_states, num_slices, big_y, big_x), generator=generator)
+    phases *= state_phase_noise_rad if num_states > 1 else 0.0
+    obj = torch.polar(torch.ones_like(phases), phases).to(torch.complex64)
+    probe = build_probe(
+        Grid((ny, nx), pixel),
+        cal.energy_ev,
+        cal.semiangle_mrad,
+        {"defocus": defocus_ang},
+        num_modes=num_modes,
+    )
+    tilt = np.asarray(tilt_mrad, dtype=np.float64)
+    tilt = tilt.reshape(-1, 2) if tilt.ndim == 3 else tilt
+    params = PtychoParameters(
+        obj,
+        probe,
+        torch.as_tensor(positions_px, dtype=torch.float32),
+        torch.as_tensor(tilt, dtype=torch.float32),
+        slice_thickness_ang,
+    ).to(device)
+    measured = torch.as_tensor(
+        np.asarray(dataset.to_memory().data, dtype=np.float32).reshape(-1, ny, nx)
+    )
+    ky, kx = Grid((ny, nx), pixel).frequencies(device=device)
+    cache = PropagatorCache(ky, kx, wavelength_ang(cal.energy_ev))
+    return ReconstructionSetup(params, measured, cache, pixel, origin, dataset.scan_shape)
