@@ -220,5 +220,56 @@ def preprocess(config: Path) -> None:
     )
 
 
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue from the run's checkpoint.")
+@click.option("--device", default=None, help="'auto', 'cpu', 'cuda' or 'cuda:N' (overrides).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def reconstruct(
+    config: Path, resume: bool, device: str | None, output: Path | None, quiet: bool
+) -> None:
+    """Reconstruct a 4D-STEM dataset as the TOML file CONFIG says.
+
+    Multislice, mixed-state ptychography: object slices and states, probe modes and scan
+    positions, with checkpoints (Ctrl-C writes one; --resume continues exactly). Writes
+    one HDF5 result file. An annotated example is examples/reconstruct.toml.
+    """
+    from ptyscope._device import resolve_device
+    from ptyscope.config import ConfigError, ReconstructionConfig, load_config
+    from ptyscope.reconstruction.run import run_reconstruction
+
+    try:
+        settings = load_config(config, ReconstructionConfig)
+        dev = resolve_device(device or settings.optimization.device)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"ptyscope {__version__} reconstruct on {dev}" + (" (resuming)" if resume else ""))
+    start = time.perf_counter()
+    try:
+        run = run_reconstruction(
+            settings,
+            config_text=config.read_text(),
+            base_dir=config.resolve().parent,
+            device=dev,
+            resume=resume,
+            progress=not quiet,
+            output=output,
+        )
+    except KeyboardInterrupt:
+        _fail("interrupted: checkpoint written; continue with --resume")
+    except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as exc:
+        _fail(str(exc))
+    history = run.engine.history
+    click.echo(
+        f"{run.engine.iteration} iterations, final loss {history.loss[-1]:.5g}"
+        if history.loss
+        else "no iterations run"
+    )
+    click.echo(f"wrote {run.result_path} in {time.perf_counter() - start:.1f} s")
+    if run.report is not None:
+        click.echo(f"report: {run.report}")
+
+
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ __all__ = [
     "PreprocessConfig",
     "PreprocessSteps",
     "ProbeConfig",
+    "ReconstructionConfig",
     "SamplingConfig",
     "ScanConfig",
     "SimulationConfig",
@@ -238,6 +239,115 @@ class PreprocessConfig(_Model):
     figure: Path | None = None
     input: InputConfig
     steps: PreprocessSteps = PreprocessSteps()
+
+
+class DataConfig(_Model):
+    """[data]: the dataset and calibration overrides (the file's own calibration is used
+    for anything not given)."""
+
+    path: Path
+    format: str | None = None
+    dataset_path: str | None = None
+    scan_shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = None
+    energy_ev: PositiveFloat | None = None
+    semiangle_mrad: PositiveFloat | None = None
+    scan_step_ang: PositivePair | None = None
+    detector_pixel_mrad: PositivePair | None = None
+    scan_rotation_deg: float | None = None
+
+    def reader_options(self) -> dict[str, object]:
+        names = (
+            "dataset_path",
+            "scan_shape",
+            "energy_ev",
+            "semiangle_mrad",
+            "scan_step_ang",
+            "detector_pixel_mrad",
+            "scan_rotation_deg",
+        )
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+class FitConfig(_Model):
+    """Whether a parameter group is fitted, from which iteration, with which step size."""
+
+    fit: bool = True
+    start: Annotated[int, Field(ge=0)] = 0
+    lr: PositiveFloat = 1e-2
+
+
+class ReconProbeConfig(_Model):
+    defocus_ang: float = 0.0
+    modes: Annotated[int, Field(ge=1)] = 1
+    fit: bool = True
+    start: Annotated[int, Field(ge=0)] = 5
+    #: Step size relative to the probe's initial peak amplitude.
+    lr: PositiveFloat = 3e-3
+
+
+class ObjectConfig(_Model):
+    slices: Annotated[int, Field(ge=1)] = 1
+    slice_thickness_ang: PositiveFloat = 10.0
+    states: Annotated[int, Field(ge=1)] = 1
+    lr: PositiveFloat = 1e-2
+    #: Clip the transmission amplitude to <= 1 after every iteration.
+    amplitude_limit: bool = True
+
+
+class PropagatorConfig(_Model):
+    tilt_x_mrad: float = 0.0
+    tilt_y_mrad: float = 0.0
+
+
+class PositionsConfig(_Model):
+    fit: bool = False
+    start: Annotated[int, Field(ge=0)] = 10
+    #: Step size [object px per iteration].
+    lr: PositiveFloat = 1e-2
+    #: Largest correction [px]; the global affine part is removed when remove_affine.
+    max_px: PositiveFloat = 3.0
+    remove_affine: bool = True
+
+
+class OptimizationConfig(_Model):
+    iterations: Annotated[int, Field(ge=0)] = 50
+    #: Patterns per update; omit for full batch (one update per pass over all data).
+    batch_size: Annotated[int, Field(ge=1)] | None = 32
+    batching: Literal["random", "compact"] = "random"
+    loss: Literal["amplitude", "poisson", "intensity"] = "amplitude"
+    optimizer: Literal["adam", "sgd", "lbfgs"] = "adam"
+    device: str = "auto"
+    seed: int = 0
+    #: Patterns per forward/backward chunk when accumulating a full-batch gradient.
+    chunk_size: Annotated[int, Field(ge=1)] = 64
+    checkpoint_every: Annotated[int, Field(ge=1)] | None = 10
+
+
+class OutputConfig(_Model):
+    path: Path = Path("reconstruction.h5")
+    #: Folder of the HTML report; default: the result's name without suffix + "_report".
+    report: Path | None = None
+
+
+class ReconstructionConfig(_Model):
+    """``ptyscope reconstruct run.toml``."""
+
+    data: DataConfig
+    probe: ReconProbeConfig = ReconProbeConfig()
+    object: ObjectConfig = ObjectConfig()
+    propagator: PropagatorConfig = PropagatorConfig()
+    positions: PositionsConfig = PositionsConfig()
+    optimization: OptimizationConfig = OptimizationConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _states_need_full_batch(self) -> ReconstructionConfig:
+        if self.object.states > 1 and self.optimization.batch_size is not None:
+            raise ValueError(
+                "object.states > 1 needs full-batch updates (the states are only defined by "
+                "all patterns together): remove optimization.batch_size"
+            )
+        return self
 
 
 def _location(error: dict[str, object]) -> str:

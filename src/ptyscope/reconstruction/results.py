@@ -1,0 +1,84 @@
+"""The reconstruction result file (HDF5), written atomically.
+
+Layout::
+
+    object                 complex64 (states, slices, ny, nx), attrs pixel_size_ang (y, x)
+                           and origin_ang: (y, x) [Å] of pixel (0, 0) in the scan frame
+    probe                  complex64 (modes, ny, nx), attr pixel_size_ang
+    positions_ang          float64 (N, 2), (y, x), final; nominal_positions_ang likewise
+    state_weights          float64 (states,)
+    tilt_map_mrad          float64 (scan_y, scan_x, 2), (y, x), when a tilt map is used
+    history/               loss, tilt_x_mrad, tilt_y_mrad, slice_thickness_ang, seconds
+    config                 attr text: the TOML config
+    /                      attrs tilt_x_mrad, tilt_y_mrad, slice_thickness_ang,
+                           total_thickness_ang, energy_ev, semiangle_mrad, iterations,
+                           device, software, format = "ptyscope-result"
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+import h5py
+import numpy as np
+
+from ptyscope import __version__
+from ptyscope.io.atomic import atomic_path
+
+from .engine import Engine
+from .setup import ReconstructionSetup
+
+__all__ = ["RESULT_FORMAT", "write_result"]
+
+RESULT_FORMAT = "ptyscope-result"
+
+
+def write_result(
+    path: str | os.PathLike[str],
+    setup: ReconstructionSetup,
+    engine: Engine,
+    *,
+    energy_ev: float,
+    semiangle_mrad: float,
+    config_text: str | None = None,
+) -> None:
+    """Write the state of a reconstruction as the result file."""
+    params = setup.params
+    tilt = params.tilt.detach().cpu().double().numpy()
+    thickness = float(params.thickness.detach())
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.attrs["format"] = RESULT_FORMAT
+        handle.attrs["software"] = f"ptyscope {__version__}"
+        obj = handle.create_dataset(
+            "object", data=params.object.detach().cpu().numpy().astype(np.complex64)
+        )
+        obj.attrs["pixel_size_ang"] = np.asarray(setup.pixel_size_ang)
+        obj.attrs["origin_ang"] = np.asarray(setup.origin_ang)  # (y, x) of pixel (0, 0)
+        probe = handle.create_dataset(
+            "probe", data=params.probe.detach().cpu().numpy().astype(np.complex64)
+        )
+        probe.attrs["pixel_size_ang"] = np.asarray(setup.pixel_size_ang)
+        handle.create_dataset("positions_ang", data=setup.positions_ang())
+        nominal = params.nominal_positions_px.detach().cpu().double().numpy()
+        handle.create_dataset(
+            "nominal_positions_ang",
+            data=np.asarray(setup.origin_ang) + nominal * np.asarray(setup.pixel_size_ang),
+        )
+        handle.create_dataset("state_weights", data=params.weights().detach().cpu().numpy())
+        mean_tilt = tilt.reshape(-1, 2).mean(axis=0)
+        handle.attrs["tilt_y_mrad"] = float(mean_tilt[0])
+        handle.attrs["tilt_x_mrad"] = float(mean_tilt[1])
+        if tilt.ndim == 2:
+            handle.create_dataset("tilt_map_mrad", data=tilt.reshape(*setup.grid_shape, 2))
+        handle.attrs["slice_thickness_ang"] = thickness
+        handle.attrs["total_thickness_ang"] = thickness * params.num_slices
+        handle.attrs["energy_ev"] = float(energy_ev)
+        handle.attrs["semiangle_mrad"] = float(semiangle_mrad)
+        handle.attrs["iterations"] = engine.iteration
+        handle.attrs["device"] = str(params.object.device)
+        history = handle.create_group("history")
+        for key, values in asdict(engine.history).items():
+            history.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+        if config_text is not None:
+            handle.create_group("config").attrs["text"] = config_text

@@ -1,0 +1,145 @@
+"""``ptyscope reconstruct``: a validated config -> engine -> result file (+ checkpoints).
+
+A run writes a checkpoint every ``optimization.checkpoint_every`` iterations and when it is
+interrupted (Ctrl-C); ``resume=True`` continues from the checkpoint exactly: parameters,
+optimiser moments, constraint state, history and the batch order (seeded per iteration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ptyscope.config import ReconstructionConfig
+from ptyscope.data.readers import read_4dstem
+from ptyscope.report.reconstruction_report import write_report
+
+from .constraints import AmplitudeLimit, Constraint, PositionLimit, ProbePower
+from .engine import Engine, EngineSettings
+from .parameters import GroupSettings
+from .results import write_result
+from .setup import ReconstructionSetup, prepare
+
+__all__ = ["ReconstructionRun", "build_run", "checkpoint_path", "run_reconstruction"]
+
+
+@dataclass
+class ReconstructionRun:
+    """A prepared run: setup, engine and where its files go."""
+
+    setup: ReconstructionSetup
+    engine: Engine
+    energy_ev: float
+    semiangle_mrad: float
+    result_path: Path
+    checkpoint: Path
+    report: Path | None = None
+
+
+def checkpoint_path(result: Path) -> Path:
+    """Where a run's checkpoint lives: beside the result, ``<name>.ckpt.pt``."""
+    return result.with_name(result.stem + ".ckpt.pt")
+
+
+def build_run(
+    config: ReconstructionConfig,
+    *,
+    base_dir: Path = Path(),
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    output: Path | None = None,
+) -> ReconstructionRun:
+    """Read the data and build the parameters and engine a config describes."""
+    data = config.data
+    path = data.path if data.path.is_absolute() else base_dir / data.path
+    dataset = read_4dstem(path, data.format, **data.reader_options())
+    setup = prepare(
+        dataset,
+        num_slices=config.object.slices,
+        slice_thickness_ang=config.object.slice_thickness_ang,
+        num_states=config.object.states,
+        num_modes=config.probe.modes,
+        defocus_ang=config.probe.defocus_ang,
+        tilt_mrad=(config.propagator.tilt_y_mrad, config.propagator.tilt_x_mrad),
+        seed=config.optimization.seed,
+        device=device,
+    )
+    constraints: list[Constraint] = [ProbePower()]
+    if config.object.amplitude_limit:
+        constraints.append(AmplitudeLimit())
+    positions = config.positions
+    if positions.fit:
+        constraints.append(
+            PositionLimit(max_px=positions.max_px, remove_affine=positions.remove_affine)
+        )
+    groups = {
+        "object": GroupSettings(lr=config.object.lr),
+        "probe": GroupSettings(config.probe.fit, config.probe.start, config.probe.lr),
+        "positions": GroupSettings(positions.fit, positions.start, positions.lr),
+    }
+    if config.object.states > 1:
+        groups["state_weights"] = GroupSettings(lr=1e-2)
+    result_path = output or config.output.path
+    opt = config.optimization
+    settings = EngineSettings(
+        iterations=opt.iterations,
+        batch_size=opt.batch_size,
+        batching=opt.batching,
+        chunk_size=opt.chunk_size,
+        loss=opt.loss,
+        optimizer=opt.optimizer,
+        groups=groups,
+        constraints=constraints,
+        seed=opt.seed,
+        checkpoint_every=opt.checkpoint_every,
+        checkpoint_path=checkpoint_path(result_path),
+        progress=progress,
+    )
+    engine = Engine(setup.params, setup.measured, setup.cache, settings, setup.grid_shape)
+    cal = dataset.calibration
+    assert cal.semiangle_mrad is not None  # checked by prepare
+    return ReconstructionRun(
+        setup, engine, cal.energy_ev, cal.semiangle_mrad, result_path, checkpoint_path(result_path)
+    )
+
+
+def run_reconstruction(
+    config: ReconstructionConfig,
+    *,
+    config_text: str | None = None,
+    base_dir: Path = Path(),
+    device: torch.device | str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+    output: Path | None = None,
+    stop_after: int | None = None,
+    write_html_report: bool = True,
+) -> ReconstructionRun:
+    """Run (or resume) a reconstruction and write its result file.
+
+    ``stop_after`` ends the run after that many iterations with a checkpoint, as an
+    interruption would (used to test resuming).
+    """
+    run = build_run(config, base_dir=base_dir, device=device, progress=progress, output=output)
+    if resume:
+        run.engine.load_checkpoint(run.checkpoint)
+    try:
+        run.engine.run(stop_after=stop_after)
+    except KeyboardInterrupt:
+        run.engine.save_checkpoint(run.checkpoint)
+        raise
+    run.engine.save_checkpoint(run.checkpoint)
+    write_result(
+        run.result_path,
+        run.setup,
+        run.engine,
+        energy_ev=run.energy_ev,
+        semiangle_mrad=run.semiangle_mrad,
+        config_text=config_text,
+    )
+    if write_html_report:
+        folder = config.output.report or run.result_path.with_name(run.result_path.stem + "_report")
+        run.report = write_report(run.result_path, folder)
+    return run

@@ -1,0 +1,147 @@
+"""Reconstructions of simulated SrTiO3 judged against the known truth (issue 5)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from ptyscope.analysis.registration import (
+    fourier_shift_image,
+    pearson,
+    register_translation,
+    sample_periodic,
+)
+from ptyscope.config import ReconstructionConfig
+from ptyscope.io.datafile import write_dataset
+from ptyscope.physics.constants import interaction_constant
+from ptyscope.reconstruction.constraints import (
+    AmplitudeLimit,
+    PositionLimit,
+    ProbeOrthogonalization,
+    ProbePower,
+)
+from ptyscope.reconstruction.engine import Engine, EngineSettings
+from ptyscope.reconstruction.parameters import GroupSettings
+from ptyscope.reconstruction.run import run_reconstruction
+from ptyscope.reconstruction.setup import prepare
+
+from ._data import SCAN, A, srtio3
+
+
+def _phase_vs_potential(result: Path, truth: dict, blur_ang: float, margin_ang: float) -> float:
+    """Pearson r of the summed phase and σ·V_z (blurred by ``blur_ang``), registered."""
+    with h5py.File(result) as handle:
+        obj = handle["object"][0]
+        pixel = tuple(handle["object"].attrs["pixel_size_ang"])
+        origin = handle["object"].attrs["origin_ang"]
+        positions = handle["positions_ang"][()]
+    phase = np.angle(obj).sum(axis=0)
+    potential = truth["potential"]
+    projected = potential["slices_vang"].sum(axis=0) * interaction_constant(300e3)
+    sampled = sample_periodic(
+        projected, tuple(potential["pixel_size_ang"]), tuple(origin), phase.shape, pixel
+    )
+    low = np.ceil((positions.min(axis=0) - origin + margin_ang) / pixel).astype(int)
+    high = np.floor((positions.max(axis=0) - origin - margin_ang) / pixel).astype(int)
+    a = phase[low[0] : high[0], low[1] : high[1]]
+    b = ndimage.gaussian_filter(sampled, blur_ang / pixel[0])[low[0] : high[0], low[1] : high[1]]
+    return pearson(a, fourier_shift_image(b, register_translation(a, b)))
+
+
+def test_summed_phase_of_8nm_srtio3_matches_the_projected_potential(tmp_path: Path) -> None:
+    sim = srtio3(21)  # 82 Å
+    write_dataset(tmp_path / "data.h5", sim.dataset)
+    config = ReconstructionConfig.model_validate(
+        {
+            "data": {"path": str(tmp_path / "data.h5")},
+            "probe": {"defocus_ang": 60.0, "start": 10, "lr": 3e-3},
+            "object": {"slices": 5, "slice_thickness_ang": 21 * A / 5},
+            "optimization": {"iterations": 20, "batch_size": 32, "checkpoint_every": None},
+            "output": {"path": str(tmp_path / "rec.h5")},
+        }
+    )
+    run = run_reconstruction(config, progress=False)
+    # Compared at the reconstruction's resolution: the truth is blurred by a 0.2 Å
+    # Gaussian (22 mrad at 300 kV cannot resolve the nuclear cusps), 1 Å from the edges.
+    r = _phase_vs_potential(run.result_path, sim.ground_truth, 0.2, 1.0)
+    assert r >= 0.9, f"Pearson r = {r:.3f}"
+    assert run.engine.history.loss[-1] < 0.5 * run.engine.history.loss[0]
+
+
+def test_position_correction_recovers_0p3_angstrom_errors() -> None:
+    sim = srtio3(2)  # thin: one slice
+    true_positions = SCAN.positions_ang()
+    rng = np.random.default_rng(5)
+    errors = rng.normal(0.0, 0.3 / np.sqrt(2), true_positions.shape)  # 0.3 Å RMS
+    dataset = replace(sim.dataset, scan_positions_ang=true_positions + errors)
+    setup = prepare(dataset, num_slices=1, slice_thickness_ang=2 * A, defocus_ang=60.0)
+    settings = EngineSettings(
+        iterations=60,
+        batch_size=32,
+        groups={"object": GroupSettings(lr=1e-2), "positions": GroupSettings(lr=3e-2, start=10)},
+        constraints=[ProbePower(), AmplitudeLimit(), PositionLimit(max_px=12.0)],
+    )
+    Engine(setup.params, setup.measured, setup.cache, settings, setup.grid_shape).run()
+    found = setup.positions_ang()
+    residual = (found - true_positions.reshape(-1, 2)).reshape(-1, 2)
+    # A global shift and linear distortion of all positions is absorbed by the object.
+    design = np.c_[np.ones(len(residual)), true_positions.reshape(-1, 2) - true_positions.mean()]
+    residual -= design @ np.linalg.lstsq(design, residual, rcond=None)[0]
+    before = np.sqrt((errors**2).sum(axis=-1).mean())
+    after = np.sqrt((residual**2).sum(axis=-1).mean())
+    assert before == pytest.approx(0.3, rel=0.1)
+    assert after < 0.05, f"RMS position error {after:.4f} Å (from {before:.3f} Å)"
+
+
+def test_probe_modes_fit_partially_coherent_data_better() -> None:
+    # A 0.4 Å source blurs the scan; extra probe modes can represent that incoherence.
+    sim = srtio3(2, source_sigma_ang=0.4, scan_shape=16)
+    losses = {}
+    for modes in (1, 4):
+        setup = prepare(
+            sim.dataset, num_slices=1, slice_thickness_ang=2 * A, num_modes=modes, defocus_ang=60.0
+        )
+        settings = EngineSettings(
+            iterations=40,
+            batch_size=32,
+            groups={"object": GroupSettings(lr=1e-2), "probe": GroupSettings(lr=3e-3, start=3)},
+            constraints=[ProbePower(), AmplitudeLimit(), ProbeOrthogonalization()],
+        )
+        engine = Engine(setup.params, setup.measured, setup.cache, settings, setup.grid_shape)
+        losses[modes] = engine.run().loss[-1]
+    # Measured: 547 (1 mode) against 533 (4 modes); coherent data reach 443 with 1 mode.
+    # The runs are deterministic (seeded), so "lower" is exact; 1% guards against ties.
+    assert losses[4] < 0.99 * losses[1], losses
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    sim = srtio3(2, scan_shape=8)
+    write_dataset(tmp_path / "data.h5", sim.dataset)
+
+    def config(name: str) -> ReconstructionConfig:
+        return ReconstructionConfig.model_validate(
+            {
+                "data": {"path": str(tmp_path / "data.h5")},
+                "probe": {"defocus_ang": 60.0, "start": 1},
+                "object": {"slices": 2, "slice_thickness_ang": A},
+                "positions": {"fit": True, "start": 2},
+                "optimization": {"iterations": 6, "batch_size": 16, "checkpoint_every": 2},
+                "output": {"path": str(tmp_path / f"{name}.h5")},
+            }
+        )
+
+    whole = run_reconstruction(config("whole"), progress=False)
+    run_reconstruction(config("parts"), progress=False, stop_after=3)  # interrupted at k=3
+    resumed = run_reconstruction(config("parts"), progress=False, resume=True)
+    assert resumed.engine.iteration == 6
+    for name in ("object", "probe", "positions"):
+        torch.testing.assert_close(
+            resumed.setup.params.group(name), whole.setup.params.group(name), rtol=1e-5, atol=1e-6
+        )
+    np.testing.assert_allclose(resumed.engine.history.loss, whole.engine.history.loss, rtol=1e-5)
