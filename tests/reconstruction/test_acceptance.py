@@ -9,17 +9,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
-from ptyscope.analysis.registration import (
-    fourier_shift_image,
-    pearson,
-    register_translation,
-    sample_periodic,
-)
+from ptyscope.analysis.truth import phase_potential_agreement
 from ptyscope.config import ReconstructionConfig
 from ptyscope.io.datafile import write_dataset
-from ptyscope.physics.constants import interaction_constant
 from ptyscope.reconstruction.constraints import (
     AmplitudeLimit,
     PositionLimit,
@@ -32,26 +25,6 @@ from ptyscope.reconstruction.run import run_reconstruction
 from ptyscope.reconstruction.setup import prepare
 
 from ._data import SCAN, A, srtio3
-
-
-def _phase_vs_potential(result: Path, truth: dict, blur_ang: float, margin_ang: float) -> float:
-    """Pearson r of the summed phase and σ·V_z (blurred by ``blur_ang``), registered."""
-    with h5py.File(result) as handle:
-        obj = handle["object"][0]
-        pixel = tuple(handle["object"].attrs["pixel_size_ang"])
-        origin = handle["object"].attrs["origin_ang"]
-        positions = handle["positions_ang"][()]
-    phase = np.angle(obj).sum(axis=0)
-    potential = truth["potential"]
-    projected = potential["slices_vang"].sum(axis=0) * interaction_constant(300e3)
-    sampled = sample_periodic(
-        projected, tuple(potential["pixel_size_ang"]), tuple(origin), phase.shape, pixel
-    )
-    low = np.ceil((positions.min(axis=0) - origin + margin_ang) / pixel).astype(int)
-    high = np.floor((positions.max(axis=0) - origin - margin_ang) / pixel).astype(int)
-    a = phase[low[0] : high[0], low[1] : high[1]]
-    b = ndimage.gaussian_filter(sampled, blur_ang / pixel[0])[low[0] : high[0], low[1] : high[1]]
-    return pearson(a, fourier_shift_image(b, register_translation(a, b)))
 
 
 def test_summed_phase_of_8nm_srtio3_matches_the_projected_potential(tmp_path: Path) -> None:
@@ -69,7 +42,7 @@ def test_summed_phase_of_8nm_srtio3_matches_the_projected_potential(tmp_path: Pa
     run = run_reconstruction(config, progress=False)
     # Compared at the reconstruction's resolution: the truth is blurred by a 0.2 Å
     # Gaussian (22 mrad at 300 kV cannot resolve the nuclear cusps), 1 Å from the edges.
-    r = _phase_vs_potential(run.result_path, sim.ground_truth, 0.2, 1.0)
+    r = phase_potential_agreement(run.result_path, sim.ground_truth, 300e3)
     assert r >= 0.9, f"Pearson r = {r:.3f}"
     assert run.engine.history.loss[-1] < 0.5 * run.engine.history.loss[0]
 
@@ -145,3 +118,34 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
             resumed.setup.params.group(name), whole.setup.params.group(name), rtol=1e-5, atol=1e-6
         )
     np.testing.assert_allclose(resumed.engine.history.loss, whole.engine.history.loss, rtol=1e-5)
+
+
+def test_example_config_and_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ptyscope.cli import main
+    from ptyscope.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "reconstruct.toml"
+    config = load_config(example, ReconstructionConfig)
+    assert config.object.slices == 5
+    sim = srtio3(2, scan_shape=8)
+    write_dataset(tmp_path / "data.h5", sim.dataset)
+    text = example.read_text().replace('"srtio3_4dstem.h5"', f'"{tmp_path / "data.h5"}"')
+    text = text.replace("iterations = 50", "iterations = 3")
+    text = text.replace('"srtio3_reconstruction.h5"', f'"{tmp_path / "rec.h5"}"')
+    (tmp_path / "run.toml").write_text(text)
+    result = CliRunner().invoke(main, ["reconstruct", str(tmp_path / "run.toml"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "reconstruct on cpu" in result.output
+    with h5py.File(tmp_path / "rec.h5") as handle:
+        assert handle["object"].shape[:2] == (1, 5)
+        assert handle.attrs["tilt_x_mrad"] == pytest.approx(2.0)
+        assert handle.attrs["total_thickness_ang"] == pytest.approx(5 * 16.4, rel=1e-6)
+        assert len(handle["history/loss"]) == 3
+        assert "[propagator]" in handle["config"].attrs["text"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[data]\npath = "x.h5"\n[object]\nslice = 3\n')
+    result = CliRunner().invoke(main, ["reconstruct", str(bad)])
+    assert result.exit_code != 0
+    assert "object.slice" in result.output
