@@ -204,14 +204,13 @@ class InputConfig(_Model):
     detector_pixel_mrad: PositivePair | None = None
 
     def reader_options(self) -> dict[str, object]:
-        """Keyword options for ``read_4dstem`` (only those that are set)."""
-        names = ("dataset_path", "scan_shape", "energy_ev", "scan_step_ang", "semiangle_mrad")
-        options: dict[str, object] = {
-            name: getattr(self, name) for name in names if getattr(self, name) is not None
+        """Keyword options for ``read_4dstem``: every field that is set, except the path
+        and the format."""
+        return {
+            name: value
+            for name in type(self).model_fields
+            if name not in ("path", "format") and (value := getattr(self, name)) is not None
         }
-        if self.detector_pixel_mrad is not None:
-            options["detector_pixel_mrad"] = self.detector_pixel_mrad
-        return options
 
 
 class PreprocessSteps(_Model):
@@ -241,39 +240,11 @@ class PreprocessConfig(_Model):
     steps: PreprocessSteps = PreprocessSteps()
 
 
-class DataConfig(_Model):
+class DataConfig(InputConfig):
     """[data]: the dataset and calibration overrides (the file's own calibration is used
     for anything not given)."""
 
-    path: Path
-    format: str | None = None
-    dataset_path: str | None = None
-    scan_shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = None
-    energy_ev: PositiveFloat | None = None
-    semiangle_mrad: PositiveFloat | None = None
-    scan_step_ang: PositivePair | None = None
-    detector_pixel_mrad: PositivePair | None = None
     scan_rotation_deg: float | None = None
-
-    def reader_options(self) -> dict[str, object]:
-        names = (
-            "dataset_path",
-            "scan_shape",
-            "energy_ev",
-            "semiangle_mrad",
-            "scan_step_ang",
-            "detector_pixel_mrad",
-            "scan_rotation_deg",
-        )
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-
-
-class FitConfig(_Model):
-    """Whether a parameter group is fitted, from which iteration, with which step size."""
-
-    fit: bool = True
-    start: Annotated[int, Field(ge=0)] = 0
-    lr: PositiveFloat = 1e-2
 
 
 class ReconProbeConfig(_Model):
