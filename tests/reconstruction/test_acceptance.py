@@ -23,6 +23,7 @@ from ptyscope.reconstruction.engine import Engine, EngineSettings
 from ptyscope.reconstruction.parameters import GroupSettings
 from ptyscope.reconstruction.run import run_reconstruction
 from ptyscope.reconstruction.setup import prepare
+from ptyscope.simulation.stem4d import ScanSettings
 
 from ._data import SCAN, A, srtio3
 
@@ -149,3 +150,33 @@ def test_example_config_and_cli(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["reconstruct", str(bad)])
     assert result.exit_code != 0
     assert "object.slice" in result.output
+
+
+@pytest.mark.abtem
+def test_reconstruction_of_abtem_data_matches_the_projected_potential(tmp_path: Path) -> None:
+    pytest.importorskip("abtem")
+    from ptyscope.simulation.abtem_bridge import simulate_4dstem_abtem
+    from ptyscope.simulation.specimens import srtio3_slab
+    from ptyscope.simulation.stem4d import simulate_4dstem
+
+    from ._data import PROBE
+
+    specimen = srtio3_slab((4, 4), 21 * A)  # 82 Å
+    common = {"sampling_ang": 0.1, "slice_thickness_ang": A / 2}
+    reference = simulate_4dstem_abtem(specimen, PROBE, SCAN, **common)
+    counts = np.random.default_rng(2).poisson(reference.dataset.data * 2e5).astype(np.float32)
+    write_dataset(tmp_path / "abtem.h5", replace(reference.dataset, data=counts))
+    # The truth potential comes from ptyscope's own simulation of the same specimen.
+    truth = simulate_4dstem(specimen, PROBE, ScanSettings((1, 1), (1.0, 1.0)), **common)
+    config = ReconstructionConfig.model_validate(
+        {
+            "data": {"path": str(tmp_path / "abtem.h5")},
+            "probe": {"defocus_ang": 60.0, "start": 10, "lr": 3e-3},
+            "object": {"slices": 5, "slice_thickness_ang": 21 * A / 5},
+            "optimization": {"iterations": 20, "batch_size": 32, "checkpoint_every": None},
+            "output": {"path": str(tmp_path / "rec.h5")},
+        }
+    )
+    run = run_reconstruction(config, progress=False, write_html_report=False)
+    r = phase_potential_agreement(run.result_path, truth.ground_truth, 300e3)
+    assert r >= 0.9, f"Pearson r = {r:.3f}"
