@@ -57,10 +57,11 @@ class ProbeOrthogonalization(Constraint):
     def apply(self, params: PtychoParameters, iteration: int) -> None:
         probe = params.probe.data
         modes = probe.reshape(probe.shape[0], -1)
-        overlap = modes.conj() @ modes.T  # (M, M) Hermitian
-        values, vectors = torch.linalg.eigh(overlap)
+        overlap = modes.conj() @ modes.T  # G_ij = <m_i, m_j>, Hermitian
+        values, vectors = torch.linalg.eigh(overlap)  # G = V Λ Vᴴ
         order = torch.argsort(values, descending=True)
-        rotated = vectors[:, order].T.conj() @ modes
+        # New modes N = Vᵀ M: their overlap conj(Vᵀ) G V = Vᴴ G V = Λ is diagonal.
+        rotated = vectors[:, order].T @ modes
         params.probe.data.copy_(rotated.reshape(probe.shape))
 
 

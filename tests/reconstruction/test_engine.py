@@ -1,0 +1,183 @@
+"""Losses, constraints and engine mechanics, each against a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ptyscope.reconstruction.constraints import (
+    AmplitudeLimit,
+    BandLimit,
+    PositionLimit,
+    ProbeOrthogonalization,
+    ProbePower,
+    Schedule,
+    SliceSmoothing,
+)
+from ptyscope.reconstruction.engine import Engine, EngineSettings
+from ptyscope.reconstruction.forward import PropagatorCache, predict
+from ptyscope.reconstruction.losses import get_loss
+from ptyscope.reconstruction.parameters import GroupSettings, PtychoParameters
+
+from ._data import A, srtio3
+
+
+def _params(states: int = 1, modes: int = 3, slices: int = 2, n: int = 6) -> PtychoParameters:
+    generator = torch.Generator().manual_seed(0)
+    obj = torch.polar(
+        torch.ones(states, slices, 24, 24),
+        0.3 * torch.randn(states, slices, 24, 24, generator=generator),
+    )
+    probe = torch.randn(modes, 8, 8, dtype=torch.complex64, generator=generator)
+    positions = torch.rand(n, 2, generator=generator) * 6 + 8
+    return PtychoParameters(obj, probe, positions, torch.zeros(2), 5.0)
+
+
+@pytest.mark.parametrize("name", ["amplitude", "poisson", "intensity"])
+def test_losses_are_minimal_at_the_measurement(name: str) -> None:
+    measured = torch.tensor([[[4.0, 9.0], [1.0, 16.0]]], dtype=torch.float64)
+    loss = get_loss(name)
+    predicted = measured.clone().requires_grad_(True)
+    value = loss(predicted, measured)
+    (gradient,) = torch.autograd.grad(value, predicted)
+    assert float(gradient.abs().max()) < 1e-5  # stationary at I = J
+    for factor in (0.8, 1.25):
+        assert float(loss(measured * factor, measured)) > float(value)
+    if name == "amplitude":
+        assert float(loss(measured * 4, measured)) == pytest.approx(float(measured.sum()), rel=1e-6)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        get_loss("chi2")
+
+
+def test_schedule() -> None:
+    schedule = Schedule(start=2, stop=9, every=3)
+    assert [i for i in range(12) if schedule.due(i)] == [2, 5, 8]
+
+
+def test_probe_orthogonalization_keeps_power_and_orders_modes() -> None:
+    params = _params()
+    before = float((params.probe.data.abs() ** 2).sum())
+    ProbeOrthogonalization().apply(params, 0)
+    modes = params.probe.data.reshape(3, -1)
+    overlap = modes.conj() @ modes.T
+    off = overlap - torch.diag(torch.diagonal(overlap))
+    assert float(off.abs().max()) < 1e-4 * float(overlap.abs().max())
+    powers = torch.diagonal(overlap).real
+    assert bool((powers[:-1] >= powers[1:]).all())
+    assert float(powers.sum()) == pytest.approx(before, rel=1e-5)
+
+
+def test_probe_power_amplitude_band_and_slice_constraints() -> None:
+    params = _params()
+    ProbePower(power=2.5).apply(params, 0)
+    assert float((params.probe.data.abs() ** 2).sum()) == pytest.approx(2.5, rel=1e-5)
+    params.object.data.mul_(1.5)
+    phase = params.object.data.angle().clone()
+    AmplitudeLimit().apply(params, 0)
+    assert float(params.object.data.abs().max()) <= 1.0 + 1e-6
+    torch.testing.assert_close(params.object.data.angle(), phase, atol=1e-5, rtol=0)
+    AmplitudeLimit(positive_phase=True).apply(params, 0)
+    assert float(params.object.data.angle().min()) >= -1e-6
+    # Band limit: a frequency inside 2/3 of Nyquist survives, one beyond it is removed.
+    grid = torch.arange(24.0)
+    low = torch.cos(2 * math.pi * 3 * grid / 24)[None, :].expand(24, 24)
+    high = torch.cos(2 * math.pi * 11 * grid / 24)[None, :].expand(24, 24)
+    params.object.data[0, 0] = (low + high).to(torch.complex64)
+    BandLimit().apply(params, 0)
+    torch.testing.assert_close(params.object.data[0, 0].real, low, atol=1e-5, rtol=0)
+    # Slice smoothing: a uniform stack is unchanged; a phase in one slice spreads.
+    stack = _params(slices=4)
+    stack.object.data.fill_(1.0)
+    stack.object.data[0, 1] = torch.polar(torch.ones(24, 24), torch.full((24, 24), 0.4))
+    SliceSmoothing(strength=0.5).apply(stack, 0)
+    phases = stack.object.data[0, :, 0, 0].angle()
+    assert phases.tolist() == pytest.approx([0.2, 0.2, 0.1, 0.0], abs=1e-5)
+
+
+def test_position_limit_removes_the_affine_part_only() -> None:
+    params = _params(n=30)
+    nominal = params.nominal_positions_px
+    generator = torch.Generator().manual_seed(3)
+    local = 0.2 * torch.randn(30, 2, generator=generator)
+    design = torch.cat((torch.ones(30, 1), nominal - nominal.mean(dim=0)), dim=1)
+    local -= design @ torch.linalg.lstsq(design, local).solution  # purely non-affine
+    affine = torch.tensor([0.5, -0.3]) + (nominal - nominal.mean(dim=0)) @ torch.tensor(
+        [[0.01, 0.02], [-0.03, 0.01]]
+    )
+    params.positions.data.copy_(local + affine)
+    PositionLimit(max_px=5.0).apply(params, 0)
+    torch.testing.assert_close(params.positions.data, local, atol=1e-5, rtol=0)
+    params.positions.data.fill_(9.0)
+    PositionLimit(max_px=2.0, remove_affine=False).apply(params, 0)
+    assert float(params.positions.data.max()) == 2.0
+
+
+def _small_engine(**settings: object) -> Engine:
+    from ptyscope.reconstruction.setup import prepare
+
+    sim = srtio3(2, scan_shape=8)
+    setup = prepare(sim.dataset, num_slices=1, slice_thickness_ang=2 * A, defocus_ang=60.0)
+    defaults: dict[str, object] = {"iterations": 4, "groups": {"object": GroupSettings(lr=1e-2)}}
+    defaults.update(settings)
+    return Engine(
+        setup.params, setup.measured, setup.cache, EngineSettings(**defaults), setup.grid_shape
+    )
+
+
+def test_compact_batches_cover_every_position_once() -> None:
+    engine = _small_engine(batch_size=9, batching="compact")
+    batches = engine._order(0)
+    assert sorted(torch.cat(batches).tolist()) == list(range(64))
+    for batch in batches:  # tiles of 3x3 scan points: rows and columns within 2 steps
+        rows, cols = batch // 8, batch % 8
+        assert int(rows.max() - rows.min()) <= 2
+        assert int(cols.max() - cols.min()) <= 2
+    assert [b.tolist() for b in engine._order(5)] != [b.tolist() for b in engine._order(6)]
+
+
+def test_chunked_full_batch_gradient_equals_one_pass() -> None:
+    gradients = []
+    for chunk in (64, 7):
+        engine = _small_engine(chunk_size=chunk)
+        engine.params.zero_grad()
+        engine._loss_and_backward(torch.arange(64), 0, 64)
+        assert engine.params.object.grad is not None
+        gradients.append(engine.params.object.grad.clone())
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-4, atol=1e-7)
+
+
+def test_lbfgs_and_adam_both_reduce_the_loss() -> None:
+    for optimizer in ("lbfgs", "adam"):
+        engine = _small_engine(optimizer=optimizer, iterations=3)
+        history = engine.run()
+        losses = history.loss
+        assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), (optimizer, losses)
+        assert losses[-1] < 0.9 * losses[0], (optimizer, losses)
+
+
+def test_two_object_states_fit_with_weights() -> None:
+    params = _params(states=2, modes=1, n=4)
+    cache = PropagatorCache(
+        *torch.meshgrid(torch.fft.fftfreq(8), torch.fft.fftfreq(8), indexing="ij"), 0.0197
+    )
+    measured = predict(params, torch.arange(4), cache, 100.0).detach()
+    params.state_weights.data = torch.tensor([1.0, -1.0])  # start from unequal weights
+    settings = EngineSettings(
+        iterations=100,
+        groups={"state_weights": GroupSettings(lr=0.1)},  # object and probe frozen
+    )
+    Engine(params, measured, cache, settings).run()
+    torch.testing.assert_close(params.weights(), torch.tensor([0.5, 0.5]), atol=0.03, rtol=0)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        EngineSettings(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="batching must be"):
+        EngineSettings(batching="spiral")
+    with pytest.raises(ValueError, match="groups must be among"):
+        EngineSettings(groups={"detector": GroupSettings()})
+    with pytest.raises(ValueError, match="loss must be one of"):
+        EngineSettings(loss="l1")
