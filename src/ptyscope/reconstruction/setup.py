@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from ptyscope.data.dataset import Dataset4D
+from ptyscope.physics.aberrations import aberration_function
 from ptyscope.physics.constants import wavelength_ang
 from ptyscope.physics.grids import Grid
-from ptyscope.physics.probe import build_probe
+from ptyscope.physics.probe import build_probe, orthogonal_modes, probe_from_fourier
 
 from .forward import PropagatorCache
 from .parameters import PtychoParameters
@@ -66,6 +67,7 @@ def prepare(
     state_phase_noise_rad: float = 0.01,
     padding_px: int = 8,
     seed: int = 0,
+    probe_from: str = "aperture",
     device: torch.device | str = "cpu",
 ) -> ReconstructionSetup:
     """Initial parameters for reconstructing ``dataset``.
@@ -90,6 +92,11 @@ def prepare(
         Object margin around the scanned area [px].
     seed:
         Seed of the state noise.
+    probe_from:
+        ``"aperture"``: a soft-edged disk of the calibrated semiangle with the defocus
+        phase (the probe builder). ``"mean_pattern"``: the measured bright-field disk,
+        |ψ(k)| = √PACBED inside 1.1 α, with the defocus phase; follows the real
+        aperture's shape and edge. Extra modes are derived from it the same way.
     device:
         Torch device of the run.
     """
@@ -126,13 +133,15 @@ def prepare(
     phases = torch.randn((num_states, num_slices, big_y, big_x), generator=generator)
     phases *= state_phase_noise_rad if num_states > 1 else 0.0
     obj = torch.polar(torch.ones_like(phases), phases).to(torch.complex64)
-    probe = build_probe(
-        Grid((ny, nx), pixel),
-        cal.energy_ev,
-        cal.semiangle_mrad,
-        {"defocus": defocus_ang},
-        num_modes=num_modes,
-    )
+    grid = Grid((ny, nx), pixel)
+    if probe_from == "aperture":
+        probe = build_probe(
+            grid, cal.energy_ev, cal.semiangle_mrad, {"defocus": defocus_ang}, num_modes=num_modes
+        )
+    elif probe_from == "mean_pattern":
+        probe = _probe_from_mean_pattern(dataset, grid, defocus_ang, num_modes)
+    else:
+        raise ValueError(f"probe_from must be 'aperture' or 'mean_pattern', got {probe_from!r}")
     tilt = np.asarray(tilt_mrad, dtype=np.float64)
     tilt = tilt.reshape(-1, 2) if tilt.ndim == 3 else tilt
     params = PtychoParameters(
@@ -148,3 +157,22 @@ def prepare(
     ky, kx = Grid((ny, nx), pixel).frequencies(device=device)
     cache = PropagatorCache(ky, kx, wavelength_ang(cal.energy_ev))
     return ReconstructionSetup(params, measured, cache, pixel, origin, dataset.scan_shape)
+
+
+def _probe_from_mean_pattern(
+    dataset: Dataset4D, grid: Grid, defocus_ang: float, num_modes: int
+) -> torch.Tensor:
+    """Probe modes whose Fourier amplitude is the measured bright-field disk."""
+    cal = dataset.calibration
+    assert cal.semiangle_mrad is not None
+    lam = wavelength_ang(cal.energy_ev)
+    ky, kx = grid.frequencies(dtype=torch.float64)
+    inside = torch.sqrt(ky**2 + kx**2) * lam * 1e3 <= 1.1 * cal.semiangle_mrad
+    mean = torch.fft.ifftshift(torch.as_tensor(dataset.mean_pattern()))  # FFT order
+    amplitude = torch.sqrt(mean.clamp(min=0)) * inside
+    chi = aberration_function(ky, kx, lam, {"defocus": defocus_ang})
+    first = probe_from_fourier((amplitude * torch.exp(-1j * chi))[None]).to(torch.complex64)
+    if num_modes == 1:
+        return first
+    modes: torch.Tensor = orthogonal_modes(first[0], num_modes, support=inside.to(torch.float32))
+    return modes
