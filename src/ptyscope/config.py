@@ -250,6 +250,9 @@ class DataConfig(InputConfig):
 class ReconProbeConfig(_Model):
     defocus_ang: float = 0.0
     modes: Annotated[int, Field(ge=1)] = 1
+    #: Initial probe: "aperture" (disk of the semiangle) or "mean_pattern" (measured
+    #: bright-field disk), both with the defocus phase.
+    init: Literal["aperture", "mean_pattern"] = "aperture"
     fit: bool = True
     start: Annotated[int, Field(ge=0)] = 5
     #: Step size relative to the probe's initial peak amplitude.

@@ -64,6 +64,7 @@ def build_run(
         defocus_ang=config.probe.defocus_ang,
         tilt_mrad=(config.propagator.tilt_y_mrad, config.propagator.tilt_x_mrad),
         seed=config.optimization.seed,
+        probe_from=config.probe.init,
         device=device,
     )
     constraints: list[Constraint] = [ProbePower()]
