@@ -292,6 +292,8 @@ class OptimizationConfig(_Model):
     optimizer: Literal["adam", "sgd", "lbfgs"] = "adam"
     device: str = "auto"
     seed: int = 0
+    #: Multiply every learning rate by this after each iteration (1 = constant).
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
     #: Patterns per forward/backward chunk when accumulating a full-batch gradient.
     chunk_size: Annotated[int, Field(ge=1)] = 64
     checkpoint_every: Annotated[int, Field(ge=1)] | None = 10

@@ -82,14 +82,16 @@ def test_probe_modes_fit_partially_coherent_data_better() -> None:
             sim.dataset, num_slices=1, slice_thickness_ang=2 * A, num_modes=modes, defocus_ang=60.0
         )
         settings = EngineSettings(
-            iterations=40,
+            iterations=60,
             batch_size=32,
             groups={"object": GroupSettings(lr=1e-2), "probe": GroupSettings(lr=3e-3, start=3)},
             constraints=[ProbePower(), AmplitudeLimit(), ProbeOrthogonalization()],
+            lr_decay=0.97,
         )
         engine = Engine(setup.params, setup.measured, setup.cache, settings, setup.grid_shape)
         losses[modes] = engine.run().loss[-1]
-    # Measured: 547 (1 mode) against 533 (4 modes); coherent data reach 443 with 1 mode.
+    # Measured (80 iterations): 530 (1 mode) against 511 (4 modes); coherent data reach
+    # about 443 with 1 mode, so the modes recover only ~20% of the excess (see notes).
     # The runs are deterministic (seeded), so "lower" is exact; 1% guards against ties.
     assert losses[4] < 0.99 * losses[1], losses
 

@@ -69,6 +69,9 @@ class EngineSettings:
         Scheduled constraints, applied in order after each iteration.
     seed:
         Seed of the batch order.
+    lr_decay:
+        Every learning rate is multiplied by this factor after each iteration
+        (exponential decay; 1 keeps them constant). Damps Adam's late oscillations.
     checkpoint_every, checkpoint_path:
         Write a checkpoint every k iterations (``None`` = never).
     progress:
@@ -89,6 +92,7 @@ class EngineSettings:
     )
     constraints: Sequence[Constraint] = ()
     seed: int = 0
+    lr_decay: float = 1.0
     checkpoint_every: int | None = None
     checkpoint_path: Path | None = None
     progress: bool = False
@@ -98,6 +102,8 @@ class EngineSettings:
             raise ValueError(f"iterations must be an integer >= 0, got {self.iterations!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
         if self.batching not in ("random", "compact"):
             raise ValueError(f"batching must be 'random' or 'compact', got {self.batching!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -244,6 +250,9 @@ class Engine:
                 self.optimizer.step()
         if self._active("tilt", iteration) or self._active("thickness", iteration):
             self.cache.clear()
+        if self.settings.lr_decay != 1.0:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.settings.lr_decay
         with torch.no_grad():
             for constraint in self.settings.constraints:
                 if constraint.schedule.due(iteration):

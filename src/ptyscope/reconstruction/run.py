@@ -94,6 +94,7 @@ def build_run(
         groups=groups,
         constraints=constraints,
         seed=opt.seed,
+        lr_decay=opt.lr_decay,
         checkpoint_every=opt.checkpoint_every,
         checkpoint_path=checkpoint_path(result_path),
         progress=progress,
