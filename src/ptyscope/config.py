@@ -245,6 +245,14 @@ class DataConfig(InputConfig):
     for anything not given)."""
 
     scan_rotation_deg: float | None = None
+    #: Reconstruct one interleaved half of the scan ((row + column) even or odd), e.g. two
+    #: runs for Fourier ring correlation.
+    scan_half: Literal["even", "odd"] | None = None
+
+    def reader_options(self) -> dict[str, object]:
+        options = super().reader_options()
+        options.pop("scan_half", None)
+        return options
 
 
 class ReconProbeConfig(_Model):

@@ -198,3 +198,25 @@ def test_probe_from_the_mean_pattern_matches_the_aperture_probe() -> None:
     assert float((modes.detach().abs() ** 2).sum()) == pytest.approx(1.0, rel=1e-4)
     with pytest.raises(ValueError, match="probe_from must be"):
         prepare(sim.dataset, probe_from="guess", **kwargs)
+
+
+def test_interleaved_scan_halves_share_the_object_grid() -> None:
+    from ptyscope.reconstruction.setup import prepare
+
+    sim = srtio3(2, scan_shape=8)
+    kwargs = {"num_slices": 1, "slice_thickness_ang": 2 * A}
+    whole = prepare(sim.dataset, **kwargs)
+    even = prepare(sim.dataset, scan_half="even", **kwargs)
+    odd = prepare(sim.dataset, scan_half="odd", **kwargs)
+    assert even.params.num_positions == odd.params.num_positions == 32
+    assert even.params.object.shape == whole.params.object.shape
+    assert even.origin_ang == whole.origin_ang
+    both = torch.cat((even.params.nominal_positions_px, odd.params.nominal_positions_px))
+    assert sorted(map(tuple, both.tolist())) == sorted(
+        map(tuple, whole.params.nominal_positions_px.tolist())
+    )
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    checkerboard = ((rows + cols) % 2 == 0).flatten()
+    torch.testing.assert_close(even.measured, whole.measured[checkerboard])
+    with pytest.raises(ValueError, match="scan_half must be"):
+        prepare(sim.dataset, scan_half="left", **kwargs)

@@ -69,8 +69,9 @@ def write_result(
         mean_tilt = tilt.reshape(-1, 2).mean(axis=0)
         handle.attrs["tilt_y_mrad"] = float(mean_tilt[0])
         handle.attrs["tilt_x_mrad"] = float(mean_tilt[1])
-        if tilt.ndim == 2:
-            handle.create_dataset("tilt_map_mrad", data=tilt.reshape(*setup.grid_shape, 2))
+        if tilt.ndim == 2:  # one tilt per position: a map on the scan grid when complete
+            shape = (*setup.grid_shape, 2) if setup.grid_shape is not None else tilt.shape
+            handle.create_dataset("tilt_map_mrad", data=tilt.reshape(shape))
         handle.attrs["slice_thickness_ang"] = thickness
         handle.attrs["total_thickness_ang"] = thickness * params.num_slices
         handle.attrs["energy_ev"] = float(energy_ev)

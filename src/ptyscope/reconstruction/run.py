@@ -65,6 +65,7 @@ def build_run(
         tilt_mrad=(config.propagator.tilt_y_mrad, config.propagator.tilt_x_mrad),
         seed=config.optimization.seed,
         probe_from=config.probe.init,
+        scan_half=data.scan_half,
         device=device,
     )
     constraints: list[Constraint] = [ProbePower()]

@@ -38,7 +38,7 @@ class ReconstructionSetup:
     origin_ang:
         (y, x) [Å] of object pixel (0, 0) in the scan's frame.
     grid_shape:
-        (scan_y, scan_x).
+        (scan_y, scan_x), or ``None`` for a half of the scan.
     """
 
     params: PtychoParameters
@@ -46,7 +46,7 @@ class ReconstructionSetup:
     cache: PropagatorCache
     pixel_size_ang: tuple[float, float]
     origin_ang: tuple[float, float]
-    grid_shape: tuple[int, int]
+    grid_shape: tuple[int, int] | None
 
     def positions_ang(self) -> np.ndarray:
         """float64 (N, 2): current (y, x) positions [Å]."""
@@ -68,6 +68,7 @@ def prepare(
     padding_px: int = 8,
     seed: int = 0,
     probe_from: str = "aperture",
+    scan_half: str | None = None,
     device: torch.device | str = "cpu",
 ) -> ReconstructionSetup:
     """Initial parameters for reconstructing ``dataset``.
@@ -92,6 +93,10 @@ def prepare(
         Object margin around the scanned area [px].
     seed:
         Seed of the state noise.
+    scan_half:
+        ``None`` uses every pattern; ``"even"`` / ``"odd"`` keep the scan points with
+        (row + column) even / odd, two interleaved halves covering the same area on the same
+        object grid, for Fourier ring correlation between independent reconstructions.
     probe_from:
         ``"aperture"``: a soft-edged disk of the calibrated semiangle with the defocus
         phase (the probe builder). ``"mean_pattern"``: the measured bright-field disk,
@@ -144,6 +149,10 @@ def prepare(
         raise ValueError(f"probe_from must be 'aperture' or 'mean_pattern', got {probe_from!r}")
     tilt = np.asarray(tilt_mrad, dtype=np.float64)
     tilt = tilt.reshape(-1, 2) if tilt.ndim == 3 else tilt
+    keep = _half_mask(dataset.scan_shape, scan_half)
+    positions_px = positions_px[keep]
+    if tilt.ndim == 2:
+        tilt = tilt[keep]
     params = PtychoParameters(
         obj,
         probe,
@@ -152,11 +161,23 @@ def prepare(
         slice_thickness_ang,
     ).to(device)
     measured = torch.as_tensor(
-        np.asarray(dataset.to_memory().data, dtype=np.float32).reshape(-1, ny, nx)
+        np.asarray(dataset.to_memory().data, dtype=np.float32).reshape(-1, ny, nx)[keep]
     )
     ky, kx = Grid((ny, nx), pixel).frequencies(device=device)
     cache = PropagatorCache(ky, kx, wavelength_ang(cal.energy_ev))
-    return ReconstructionSetup(params, measured, cache, pixel, origin, dataset.scan_shape)
+    grid_shape = dataset.scan_shape if scan_half is None else None  # no compact tiles
+    return ReconstructionSetup(params, measured, cache, pixel, origin, grid_shape)
+
+
+def _half_mask(scan_shape: tuple[int, int], scan_half: str | None) -> np.ndarray:
+    rows, cols = np.indices(scan_shape)
+    parity = ((rows + cols) % 2).ravel()
+    if scan_half is None:
+        return np.ones(parity.size, dtype=bool)
+    if scan_half not in ("even", "odd"):
+        raise ValueError(f"scan_half must be None, 'even' or 'odd', got {scan_half!r}")
+    mask: np.ndarray = parity == (0 if scan_half == "even" else 1)
+    return mask
 
 
 def _probe_from_mean_pattern(
