@@ -1,0 +1,79 @@
+"""Images read from a reconstruction result file for measurement."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+__all__ = ["PhaseImage", "load_phase"]
+
+
+@dataclass(frozen=True)
+class PhaseImage:
+    """A phase image [rad] with its geometry.
+
+    Attributes
+    ----------
+    phase_rad:
+        float64 (ny, nx).
+    pixel_size_ang:
+        (dy, dx) [Å].
+    origin_ang:
+        (y, x) [Å] of pixel (0, 0) in the scan frame.
+    scanned_region_ang:
+        (y0, y1, x0, x1) [Å]: the area the probe positions cover (reliable region).
+    """
+
+    phase_rad: np.ndarray
+    pixel_size_ang: tuple[float, float]
+    origin_ang: tuple[float, float]
+    scanned_region_ang: tuple[float, float, float, float]
+
+    def pixel_of(self, positions_ang: np.ndarray) -> np.ndarray:
+        """(K, 2) positions [Å] -> fractional pixel indices (row, column)."""
+        result: np.ndarray = (np.asarray(positions_ang) - np.asarray(self.origin_ang)) / (
+            np.asarray(self.pixel_size_ang)
+        )
+        return result
+
+
+def load_phase(
+    result_path: str | os.PathLike[str], *, state: int = 0, slice_index: int | None = None
+) -> PhaseImage:
+    """Phase of one object state of a result: one slice, or the sum over slices (default).
+
+    The sum is Σ_j angle(O_j), which does not wrap while each slice stays below π.
+    """
+    if not os.path.exists(result_path):
+        raise FileNotFoundError(f"result file not found: {os.fspath(result_path)!r}")
+    with h5py.File(result_path, "r") as handle:
+        if "object" not in handle or "positions_ang" not in handle:
+            raise ValueError(
+                f"{os.fspath(result_path)!r} is not a ptyscope result file (needs 'object' "
+                "and 'positions_ang')"
+            )
+        dataset = handle["object"]
+        states, slices = dataset.shape[:2]
+        if not 0 <= state < states:
+            raise ValueError(f"state must lie in [0, {states - 1}], got {state}")
+        if slice_index is not None and not 0 <= slice_index < slices:
+            raise ValueError(f"slice_index must lie in [0, {slices - 1}], got {slice_index}")
+        if slice_index is None:
+            phase = np.zeros(dataset.shape[2:])
+            for j in range(slices):
+                phase += np.angle(dataset[state, j])
+        else:
+            phase = np.angle(dataset[state, slice_index]).astype(np.float64)
+        pixel = tuple(float(v) for v in dataset.attrs["pixel_size_ang"])
+        origin = tuple(float(v) for v in dataset.attrs.get("origin_ang", (0.0, 0.0)))
+        positions = handle["positions_ang"][()]
+    low, high = positions.min(axis=0), positions.max(axis=0)
+    return PhaseImage(
+        phase,
+        (pixel[0], pixel[1]),
+        (origin[0], origin[1]),
+        (float(low[0]), float(high[0]), float(low[1]), float(high[1])),
+    )
