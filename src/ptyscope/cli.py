@@ -285,5 +285,80 @@ def reconstruct(
         click.echo(f"report: {run.report}")
 
 
+@main.group()
+def analyze() -> None:
+    """Measure a reconstruction: atomic columns and displacements, resolution."""
+
+
+@analyze.command("columns")
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--method", type=click.Choice(["gaussian", "com"]), default="gaussian")
+@click.option("--a-ang", type=float, default=3.905, show_default=True, help="Lattice constant [Å].")
+@click.option("--radius-ang", type=float, default=0.6, show_default=True)
+@click.option("--slice", "slice_index", type=int, default=None, help="One slice (default: sum).")
+@click.option("--state", type=int, default=0, show_default=True)
+def analyze_columns_command(
+    result: Path,
+    out_dir: Path | None,
+    method: str,
+    a_ang: float,
+    radius_ang: float,
+    slice_index: int | None,
+    state: int,
+) -> None:
+    """Fit the [001] perovskite lattice to RESULT, refine every column, and report the
+    polar displacements d_Sr-TiO and d_O-TiO (CSV + PNG in --out)."""
+    from ptyscope.analysis.commands import analyze_columns
+
+    folder = out_dir or result.with_name(result.stem + "_columns")
+    try:
+        report = analyze_columns(
+            result,
+            folder,
+            method=method,
+            a_ang=a_ang,
+            radius_ang=radius_ang,
+            slice_index=slice_index,
+            state=state,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    click.echo(
+        f"{report.columns} columns; lattice |a|, |b| = {report.lattice_a_ang[0]:.4f}, "
+        f"{report.lattice_a_ang[1]:.4f} Å; median σ {report.median_sigma_pm:.2f} pm"
+    )
+    for name, (my, mx, sy, sx) in (
+        ("d_Sr-TiO", report.d_sr_tio_pm),
+        ("d_O-TiO", report.d_o_tio_pm),
+    ):
+        click.echo(f"{name}: (y, x) = ({my:+.2f}, {mx:+.2f}) pm, std ({sy:.2f}, {sx:.2f}) pm")
+    click.echo(f"wrote {report.table} and {report.figure}")
+
+
+@analyze.command("resolution")
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--other",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A second reconstruction on the same grid (the other scan half) for FRC.",
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def analyze_resolution_command(result: Path, other: Path | None, out_dir: Path | None) -> None:
+    """Information limit of RESULT's diffractogram, and the FRC against --other."""
+    from ptyscope.analysis.commands import analyze_resolution
+
+    folder = out_dir or result.with_name(result.stem + "_resolution")
+    try:
+        report = analyze_resolution(result, folder, other_path=other)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    click.echo(f"information limit (diffractogram): {report.information_limit_ang:.3f} Å")
+    if report.frc_resolution_ang is not None:
+        click.echo(f"FRC resolution (half-bit): {report.frc_resolution_ang:.3f} Å")
+    click.echo(f"wrote {report.figure}" + (f" and {report.table}" if report.table else ""))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,248 @@
+"""``ptyscope analyze``: measurements of a result file written as CSV tables and figures.
+
+* :func:`analyze_columns`: SrTiO3-type [001] lattice fitted to the summed phase, every
+  column refined (centre of mass or 2D Gaussian, with uncertainties), and the polar
+  displacements d_Sr-TiO and d_O-TiO (Sha et al. 2022, Figs. 2F and 4).
+* :func:`analyze_resolution`: diffractogram and information limit, and the Fourier ring
+  correlation with a second (half-scan) reconstruction when given.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ptyscope.io.atomic import atomic_path
+
+from .columns import find_peaks, fit_lattice, lattice_sites, srtio3_lattice
+from .images import PhaseImage, load_phase
+from .metrics import relative_displacements, summarize_displacements
+from .refine import refine_com, refine_gaussian
+from .resolution import diffractogram, fourier_ring_correlation, frc_resolution, information_limit
+
+__all__ = ["ColumnReport", "ResolutionReport", "analyze_columns", "analyze_resolution"]
+
+#: Smallest ring [pixels] that enters the FRC resolution estimate.
+_MIN_RING_PIXELS = 32
+
+
+@dataclass(frozen=True)
+class ColumnReport:
+    """Summary of :func:`analyze_columns` (pm: mean ± std over columns)."""
+
+    columns: int
+    lattice_a_ang: tuple[float, float]
+    d_sr_tio_pm: tuple[float, float, float, float]
+    d_o_tio_pm: tuple[float, float, float, float]
+    median_sigma_pm: float
+    table: Path
+    figure: Path
+
+
+@dataclass(frozen=True)
+class ResolutionReport:
+    """Summary of :func:`analyze_resolution`."""
+
+    information_limit_ang: float
+    frc_resolution_ang: float | None
+    figure: Path
+    table: Path | None
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _inner_region(image: PhaseImage, margin_ang: float) -> tuple[float, float, float, float]:
+    y0, y1, x0, x1 = image.scanned_region_ang
+    return (y0 + margin_ang, y1 - margin_ang, x0 + margin_ang, x1 - margin_ang)
+
+
+def analyze_columns(
+    result_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    method: str = "gaussian",
+    a_ang: float = 3.905,
+    radius_ang: float = 0.6,
+    margin_ang: float = 1.0,
+    slice_index: int | None = None,
+    state: int = 0,
+) -> ColumnReport:
+    """Fit an [001] perovskite lattice (Sr, TiO, O columns), refine, measure displacements.
+
+    Writes ``columns.csv`` (label, y, x, σ_y, σ_x in Å) and ``columns.png``.
+    """
+    if method not in ("gaussian", "com"):
+        raise ValueError(f"method must be 'gaussian' or 'com', got {method!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    image = load_phase(result_path, state=state, slice_index=slice_index)
+    phase = image.phase_rad
+    peaks = find_peaks(
+        phase,
+        image.pixel_size_ang,
+        min_distance_ang=0.8 * a_ang / 2,
+        origin_ang=image.origin_ang,
+    )
+    region = _inner_region(image, margin_ang)
+    inside = (
+        (peaks[:, 0] > region[0])
+        & (peaks[:, 0] < region[1])
+        & (peaks[:, 1] > region[2])
+        & (peaks[:, 1] < region[3])
+    )
+    peaks = peaks[inside]
+    if len(peaks) < 4:
+        raise ValueError(
+            f"found {len(peaks)} columns inside the scanned area less {margin_ang} Å: too "
+            "few to fit a lattice"
+        )
+    strongest = peaks[0]  # brightest column: a Sr column in SrTiO3 [001]
+    lattice = fit_lattice(peaks, srtio3_lattice((float(strongest[0]), float(strongest[1])), a_ang))
+    sites, labels, _ = lattice_sites(lattice, region)
+    refine = refine_gaussian if method == "gaussian" else refine_com
+    fit = refine(phase, sites, image.pixel_size_ang, radius_ang, origin_ang=image.origin_ang)
+    positions, sigma = fit.positions_ang, fit.sigma_ang
+    valid = np.all(np.isfinite(positions), axis=1)
+    positions, sigma = positions[valid], sigma[valid]
+    labels = [label for label, ok in zip(labels, valid, strict=True) if ok]
+    summaries = []
+    # d_Sr-TiO: a TiO column from the centre of its 4 Sr neighbours (at a/√2); d_O-TiO: an
+    # O column from the midpoint of the 2 TiO columns it bridges (at a/2) (Sha et al. 2022,
+    # Fig. 4, generalised in ptyscope.analysis.metrics).
+    for centre, neighbour, count in (("TiO", "Sr", 4), ("O", "TiO", 2)):
+        shifts = relative_displacements(
+            positions, labels, centre, neighbour, neighbours=count, max_distance_ang=0.8 * a_ang
+        )
+        s = summarize_displacements(shifts.displacements_ang)
+        summaries.append((s.mean_pm[0], s.mean_pm[1], s.std_pm[0], s.std_pm[1]))
+    table = out / "columns.csv"
+    _write_csv(
+        table,
+        ["label", "y_ang", "x_ang", "sigma_y_ang", "sigma_x_ang"],
+        [
+            [lab, *p.tolist(), *e.tolist()]
+            for lab, p, e in zip(labels, positions, sigma, strict=True)
+        ],
+    )
+    figure = out / "columns.png"
+    _column_figure(figure, image, positions, labels)
+    a_vec, b_vec = lattice.a_ang, lattice.b_ang
+    return ColumnReport(
+        columns=len(labels),
+        lattice_a_ang=(float(np.hypot(*a_vec)), float(np.hypot(*b_vec))),
+        d_sr_tio_pm=summaries[0],
+        d_o_tio_pm=summaries[1],
+        median_sigma_pm=float(np.median(sigma) * 100),
+        table=table,
+        figure=figure,
+    )
+
+
+def _column_figure(path: Path, image: PhaseImage, positions: np.ndarray, labels: list[str]) -> None:
+    ny, nx = image.phase_rad.shape
+    (dy, dx), (oy, ox) = image.pixel_size_ang, image.origin_ang
+    figure = Figure(figsize=(6, 5.4), layout="constrained")
+    ax = figure.subplots()
+    ax.imshow(
+        image.phase_rad, cmap="gray", extent=(ox, ox + nx * dx, oy + ny * dy, oy), origin="upper"
+    )
+    for label, colour in (("Sr", "tab:green"), ("TiO", "tab:blue"), ("O", "tab:red")):
+        chosen = np.array([p for p, lab in zip(positions, labels, strict=True) if lab == label])
+        if len(chosen):
+            ax.scatter(chosen[:, 1], chosen[:, 0], s=6, color=colour, label=label)
+    ax.set_xlabel("x [Å]")
+    ax.set_ylabel("y [Å]")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("refined atomic columns on the summed phase")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+
+
+def analyze_resolution(
+    result_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    other_path: str | os.PathLike[str] | None = None,
+    margin_ang: float = 1.0,
+) -> ResolutionReport:
+    """Diffractogram and information limit of the summed phase (scanned area less a
+    margin); FRC against ``other_path`` (same object grid, e.g. the other scan half)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    image = load_phase(result_path)
+    crop = _crop(image, margin_ang)
+    limit = information_limit(crop, image.pixel_size_ang)
+    power, ky, kx = diffractogram(crop, image.pixel_size_ang)
+    frc_value = None
+    table = None
+    curve = None
+    if other_path is not None:
+        other = load_phase(other_path)
+        if other.phase_rad.shape != image.phase_rad.shape or other.origin_ang != image.origin_ang:
+            raise ValueError(
+                "the two results must share the object grid (e.g. the even and odd halves of "
+                "one scan, data.scan_half)"
+            )
+        curve = fourier_ring_correlation(crop, _crop(other, margin_ang), image.pixel_size_ang)
+        # The innermost rings hold a handful of pixels and the phase's low-frequency
+        # ambiguity (offset, ramps) of ptychography: judge from rings of >= 32 pixels.
+        usable = curve.n_pixels >= _MIN_RING_PIXELS
+        frc_value = frc_resolution(
+            curve.k_inv_ang[usable], curve.frc[usable], curve.n_pixels[usable]
+        )
+        table = out / "frc.csv"
+        _write_csv(
+            table,
+            ["k_inv_ang", "frc", "pixels"],
+            [list(map(float, row)) for row in zip(*curve, strict=True)],
+        )
+    figure = out / "resolution.png"
+    _resolution_figure(figure, power, ky, kx, limit.k_max_inv_ang, curve, frc_value)
+    return ResolutionReport(float(limit.d_min_ang), frc_value, figure, table)
+
+
+def _crop(image: PhaseImage, margin_ang: float) -> np.ndarray:
+    y0, y1, x0, x1 = _inner_region(image, margin_ang)
+    low = np.ceil(image.pixel_of(np.array([[y0, x0]]))[0]).astype(int)
+    high = np.floor(image.pixel_of(np.array([[y1, x1]]))[0]).astype(int)
+    return image.phase_rad[low[0] : high[0], low[1] : high[1]]
+
+
+def _resolution_figure(
+    path: Path,
+    power: np.ndarray,
+    ky: np.ndarray,
+    kx: np.ndarray,
+    k_max: float,
+    curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    frc_value: float | None,
+) -> None:
+    figure = Figure(figsize=(10 if curve is not None else 5, 4.4), layout="constrained")
+    axes = figure.subplots(1, 2 if curve is not None else 1, squeeze=False)[0]
+    extent = (float(kx.min()), float(kx.max()), float(ky.max()), float(ky.min()))
+    axes[0].imshow(np.log1p(power / np.median(power)), cmap="magma", extent=extent)
+    if np.isfinite(k_max):
+        t = np.linspace(0, 2 * np.pi, 200)
+        axes[0].plot(k_max * np.cos(t), k_max * np.sin(t), color="cyan", lw=0.8)
+        axes[0].set_title(f"diffractogram; information limit {1 / k_max:.3f} Å")
+    axes[0].set_xlabel("k_x [Å⁻¹]")
+    if curve is not None:
+        k, frc, _ = curve
+        axes[1].plot(k, frc)
+        axes[1].axhline(0, color="k", lw=0.5)
+        axes[1].set_xlabel("k [Å⁻¹]")
+        axes[1].set_ylabel("FRC")
+        if frc_value is not None and np.isfinite(frc_value):
+            axes[1].set_title(f"FRC (half-bit): {frc_value:.3f} Å")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
