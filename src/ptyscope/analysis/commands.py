@@ -116,12 +116,12 @@ def analyze_columns(
     positions, sigma = positions[valid], sigma[valid]
     labels = [label for label, ok in zip(labels, valid, strict=True) if ok]
     summaries = []
-    # d_Sr-TiO: a TiO column from the centre of its 4 Sr neighbours (at a/√2); d_O-TiO: an
-    # O column from the midpoint of the 2 TiO columns it bridges (at a/2) (Sha et al. 2022,
-    # Fig. 4, generalised in ptyscope.analysis.metrics).
-    for centre, neighbour, count in (("TiO", "Sr", 4), ("O", "TiO", 2)):
+    # d_Sr-TiO and d_O-TiO: a TiO column from the centre of its 4 Sr neighbours (at a/√2)
+    # and of its 4 O neighbours (at a/2) (Sha et al. 2022, Figs. 2E and 4; see
+    # ptyscope.analysis.metrics.relative_displacements).
+    for neighbour in ("Sr", "O"):
         shifts = relative_displacements(
-            positions, labels, centre, neighbour, neighbours=count, max_distance_ang=0.8 * a_ang
+            positions, labels, "TiO", neighbour, neighbours=4, max_distance_ang=0.8 * a_ang
         )
         s = summarize_displacements(shifts.displacements_ang)
         summaries.append((s.mean_pm[0], s.mean_pm[1], s.std_pm[0], s.std_pm[1]))
