@@ -309,9 +309,9 @@ def analyze_columns_command(
 ) -> None:
     """Fit the [001] perovskite lattice to RESULT, refine every column, and report the
     polar displacements d_Sr-TiO and d_O-TiO (CSV + PNG in --out)."""
-    from ptyscope.analysis.commands import analyze_columns
+    from ptyscope.analysis.commands import analyze_columns, default_folder
 
-    folder = out_dir or result.with_name(result.stem + "_columns")
+    folder = out_dir or default_folder(result)
     try:
         report = analyze_columns(
             result,
@@ -347,9 +347,9 @@ def analyze_columns_command(
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def analyze_resolution_command(result: Path, other: Path | None, out_dir: Path | None) -> None:
     """Information limit of RESULT's diffractogram, and the FRC against --other."""
-    from ptyscope.analysis.commands import analyze_resolution
+    from ptyscope.analysis.commands import analyze_resolution, default_folder
 
-    folder = out_dir or result.with_name(result.stem + "_resolution")
+    folder = out_dir or default_folder(result)
     try:
         report = analyze_resolution(result, folder, other_path=other)
     except (ValueError, FileNotFoundError) as exc:
@@ -358,6 +358,29 @@ def analyze_resolution_command(result: Path, other: Path | None, out_dir: Path |
     if report.frc_resolution_ang is not None:
         click.echo(f"FRC resolution (half-bit): {report.frc_resolution_ang:.3f} Å")
     click.echo(f"wrote {report.figure}" + (f" and {report.table}" if report.table else ""))
+
+
+@analyze.command("align")
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--state", type=int, default=0, show_default=True)
+def analyze_align_command(result: Path, out_dir: Path | None, state: int) -> None:
+    """Post-align RESULT's slices by cross-correlation; report the shift per slice and the
+    apparent tilt it implies (the fixed-propagator baseline of Sha et al. 2022)."""
+    from ptyscope.analysis.commands import analyze_alignment, default_folder
+
+    folder = out_dir or default_folder(result)
+    try:
+        report = analyze_alignment(result, folder, state=state)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for j, (dy, dx) in enumerate(report.shifts_ang):
+        click.echo(f"slice {j}: shift (y, x) = ({dy:+.4f}, {dx:+.4f}) Å")
+    ty, tx = report.apparent_tilt_mrad
+    click.echo(f"apparent tilt left in the slices: (θ_y, θ_x) = ({ty:+.3f}, {tx:+.3f}) mrad")
+    fy, fx = report.fitted_tilt_mrad
+    click.echo(f"tilt in the result's propagator:  (θ_y, θ_x) = ({fy:+.3f}, {fx:+.3f}) mrad")
+    click.echo(f"wrote {report.table}")
 
 
 if __name__ == "__main__":

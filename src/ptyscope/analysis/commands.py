@@ -25,7 +25,23 @@ from .metrics import relative_displacements, summarize_displacements
 from .refine import refine_com, refine_gaussian
 from .resolution import diffractogram, fourier_ring_correlation, frc_resolution, information_limit
 
-__all__ = ["ColumnReport", "ResolutionReport", "analyze_columns", "analyze_resolution"]
+__all__ = [
+    "AlignmentReport",
+    "ColumnReport",
+    "ResolutionReport",
+    "analyze_alignment",
+    "analyze_columns",
+    "analyze_resolution",
+    "default_folder",
+]
+
+
+def default_folder(result_path: str | os.PathLike[str]) -> Path:
+    """Where measurements of a result go: ``<result>_report/analysis`` (beside the HTML
+    report of the reconstruction)."""
+    result = Path(result_path)
+    return result.with_name(result.stem + "_report") / "analysis"
+
 
 #: Smallest ring [pixels] that enters the FRC resolution estimate.
 _MIN_RING_PIXELS = 32
@@ -246,3 +262,60 @@ def _resolution_figure(
             axes[1].set_title(f"FRC (half-bit): {frc_value:.3f} Å")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
+
+
+@dataclass(frozen=True)
+class AlignmentReport:
+    """Summary of :func:`analyze_alignment`."""
+
+    shifts_ang: np.ndarray
+    apparent_tilt_mrad: tuple[float, float]
+    fitted_tilt_mrad: tuple[float, float]
+    table: Path
+
+
+def analyze_alignment(
+    result_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    state: int = 0,
+    margin_ang: float = 1.0,
+) -> AlignmentReport:
+    """Post-align the slices of a result by cross-correlation (the fixed-propagator
+    baseline of Sha et al. 2022, Fig. 1C): shift per slice and the apparent tilt.
+
+    The apparent tilt is what a fixed propagator leaves in the slices; for a run that
+    fitted or used the true tilt in its propagator it should be close to zero. Writes
+    ``alignment.csv`` (slice, depth, shift y/x in Å).
+    """
+    import h5py
+
+    from .alignment import align_slices, apparent_tilt_mrad
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    first = load_phase(result_path, state=state, slice_index=0)
+    with h5py.File(result_path, "r") as handle:
+        slices = int(handle["object"].shape[1])
+        thickness = float(handle.attrs.get("slice_thickness_ang", float("nan")))
+        fitted = (
+            float(handle.attrs.get("tilt_y_mrad", 0.0)),
+            float(handle.attrs.get("tilt_x_mrad", 0.0)),
+        )
+    if slices < 2:
+        raise ValueError(f"slice alignment needs at least 2 slices, the result has {slices}")
+    stack = np.stack(
+        [
+            _crop(load_phase(result_path, state=state, slice_index=j), margin_ang)
+            for j in range(slices)
+        ]
+    )
+    alignment = align_slices(stack, first.pixel_size_ang)
+    tilt = apparent_tilt_mrad(alignment.shifts_ang, thickness)
+    table = out / "alignment.csv"
+    _write_csv(
+        table,
+        ["slice", "depth_ang", "shift_y_ang", "shift_x_ang"],
+        [[j, j * thickness, *alignment.shifts_ang[j].tolist()] for j in range(slices)],
+    )
+    return AlignmentReport(alignment.shifts_ang, tilt, fitted, table)
