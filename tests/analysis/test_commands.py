@@ -148,3 +148,20 @@ def test_post_alignment_of_a_fixed_propagator_run_reveals_the_mistilt(tmp_path: 
     assert apparent[0.0][1] == pytest.approx(10.0, abs=2.0)
     assert abs(apparent[0.0][0]) < 1.0
     assert abs(apparent[10.0][1]) < 2.0
+
+
+def test_measurements_are_linked_into_the_report(tmp_path: Path) -> None:
+    from ptyscope.analysis.commands import link_into_report
+
+    report = tmp_path / "rec_report"
+    (report / "analysis").mkdir(parents=True)
+    (report / "index.html").write_text("<html><body><h1>run</h1></body></html>")
+    (report / "analysis" / "columns.png").write_bytes(b"\x89PNG")
+    (report / "analysis" / "columns.csv").write_text("label\n")
+    link_into_report(report / "analysis")
+    link_into_report(report / "analysis")  # idempotent
+    html = (report / "index.html").read_text()
+    assert html.count("<h2>Measurements</h2>") == 1
+    assert 'src="analysis/columns.png"' in html
+    assert 'href="analysis/columns.csv"' in html
+    assert html.endswith("</body></html>")

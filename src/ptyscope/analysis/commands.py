@@ -33,6 +33,7 @@ __all__ = [
     "analyze_columns",
     "analyze_resolution",
     "default_folder",
+    "link_into_report",
 ]
 
 
@@ -68,6 +69,41 @@ class ResolutionReport:
     frc_resolution_ang: float | None
     figure: Path
     table: Path | None
+
+
+def link_into_report(folder: Path) -> None:
+    """List the measurement files of ``folder`` in the reconstruction report beside it.
+
+    When ``folder`` is ``<result>_report/analysis`` and the report's ``index.html`` exists,
+    its "Measurements" section is (re)written with links to every PNG and CSV there.
+    """
+    index = folder.parent / "index.html"
+    if not index.is_file():
+        return
+    items = sorted(p.name for p in folder.iterdir() if p.suffix in (".png", ".csv"))
+    figures = "".join(
+        f'<p><img src="{folder.name}/{name}" alt="{name}" style="max-width:100%"></p>'
+        for name in items
+        if name.endswith(".png")
+    )
+    tables = "".join(
+        f'<li><a href="{folder.name}/{name}">{name}</a></li>'
+        for name in items
+        if name.endswith(".csv")
+    )
+    section = (
+        "<!-- measurements -->"
+        f"<h2>Measurements</h2>{figures}<ul>{tables}</ul>"
+        "<!-- /measurements -->"
+    )
+    html = index.read_text()
+    start, end = html.find("<!-- measurements -->"), html.find("<!-- /measurements -->")
+    if start >= 0 and end >= 0:
+        html = html[:start] + section + html[end + len("<!-- /measurements -->") :]
+    else:
+        html = html.replace("</body>", section + "</body>")
+    with atomic_path(index) as tmp:
+        tmp.write_text(html)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -153,6 +189,7 @@ def analyze_columns(
     figure = out / "columns.png"
     _column_figure(figure, image, positions, labels)
     a_vec, b_vec = lattice.a_ang, lattice.b_ang
+    link_into_report(out)
     return ColumnReport(
         columns=len(labels),
         lattice_a_ang=(float(np.hypot(*a_vec)), float(np.hypot(*b_vec))),
@@ -224,6 +261,7 @@ def analyze_resolution(
         )
     figure = out / "resolution.png"
     _resolution_figure(figure, power, ky, kx, limit.k_max_inv_ang, curve, frc_value)
+    link_into_report(out)
     return ResolutionReport(float(limit.d_min_ang), frc_value, figure, table)
 
 
@@ -318,4 +356,5 @@ def analyze_alignment(
         ["slice", "depth_ang", "shift_y_ang", "shift_x_ang"],
         [[j, j * thickness, *alignment.shifts_ang[j].tolist()] for j in range(slices)],
     )
+    link_into_report(out)
     return AlignmentReport(alignment.shifts_ang, tilt, fitted, table)
