@@ -298,6 +298,13 @@ def analyze() -> None:
 @click.option("--radius-ang", type=float, default=0.6, show_default=True)
 @click.option("--slice", "slice_index", type=int, default=None, help="One slice (default: sum).")
 @click.option("--state", type=int, default=0, show_default=True)
+@click.option(
+    "--sr-at",
+    nargs=2,
+    type=float,
+    default=None,
+    help="Y X [Å] of one Sr column (default: the brightest column is taken as Sr).",
+)
 def analyze_columns_command(
     result: Path,
     out_dir: Path | None,
@@ -306,6 +313,7 @@ def analyze_columns_command(
     radius_ang: float,
     slice_index: int | None,
     state: int,
+    sr_at: tuple[float, float] | None,
 ) -> None:
     """Fit the [001] perovskite lattice to RESULT, refine every column, and report the
     polar displacements d_Sr-TiO and d_O-TiO (CSV + PNG in --out)."""

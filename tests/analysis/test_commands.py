@@ -165,3 +165,17 @@ def test_measurements_are_linked_into_the_report(tmp_path: Path) -> None:
     assert 'src="analysis/columns.png"' in html
     assert 'href="analysis/columns.csv"' in html
     assert html.endswith("</body></html>")
+
+
+def test_sr_anchor_fixes_the_sublattice_labels(tmp_path: Path) -> None:
+    import csv
+
+    import numpy as np
+
+    result = _reconstructions() / "rec_all.h5"
+    for anchor, expected in (((7.805, 7.805), "Sr"), ((9.7575, 9.7575), "Sr")):
+        report = analyze_columns(result, tmp_path / f"{anchor[0]}", sr_position_ang=anchor)
+        rows = list(csv.DictReader(report.table.open()))
+        positions = np.array([[float(r["y_ang"]), float(r["x_ang"])] for r in rows])
+        nearest = rows[int(np.argmin(np.hypot(*(positions - np.asarray(anchor)).T)))]
+        assert nearest["label"] == expected  # the marked column is labelled Sr

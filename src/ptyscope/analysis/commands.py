@@ -128,9 +128,13 @@ def analyze_columns(
     margin_ang: float = 1.0,
     slice_index: int | None = None,
     state: int = 0,
+    sr_position_ang: tuple[float, float] | None = None,
 ) -> ColumnReport:
     """Fit an [001] perovskite lattice (Sr, TiO, O columns), refine, measure displacements.
 
+    ``sr_position_ang`` (y, x) [Å] marks one Sr (A-site) column; without it the brightest
+    column is taken as Sr. At sub-ångström resolution Sr and TiO columns can be nearly
+    equally bright, and swapping them flips the sign of d_Sr-TiO: give it for real data.
     Writes ``columns.csv`` (label, y, x, σ_y, σ_x in Å) and ``columns.png``.
     """
     if method not in ("gaussian", "com"):
@@ -158,7 +162,10 @@ def analyze_columns(
             f"found {len(peaks)} columns inside the scanned area less {margin_ang} Å: too "
             "few to fit a lattice"
         )
-    strongest = peaks[0]  # brightest column: a Sr column in SrTiO3 [001]
+    if sr_position_ang is None:
+        strongest = peaks[0]  # brightest column: taken as Sr
+    else:  # the peak nearest to the given Sr column
+        strongest = peaks[np.argmin(np.hypot(*(peaks - np.asarray(sr_position_ang)).T))]
     lattice = fit_lattice(peaks, srtio3_lattice((float(strongest[0]), float(strongest[1])), a_ang))
     sites, labels, _ = lattice_sites(lattice, region)
     refine = refine_gaussian if method == "gaussian" else refine_com
