@@ -24,7 +24,7 @@ from ptyscope._validation import require_positive
 from ptyscope.physics.grids import Grid, fft_friendly_size
 from ptyscope.physics.potential import projected_potential
 
-__all__ = ["PotentialSlices", "slice_potential", "specimen_grid"]
+__all__ = ["PotentialSlices", "cell_lengths_ang", "slice_potential", "specimen_grid"]
 
 #: Atoms closer than this fraction of Δz below a slice boundary count as on it.
 _BOUNDARY_TOLERANCE = 1e-6
@@ -58,7 +58,12 @@ class PotentialSlices:
         return self.num_slices * self.slice_thickness_ang
 
 
-def _lateral_extent(atoms: ase.Atoms) -> tuple[float, float, float]:
+def cell_lengths_ang(atoms: ase.Atoms) -> np.ndarray:
+    """Cell lengths (L_x, L_y, L_z) [Å] of a specimen's orthorhombic cell.
+
+    Raises a ``ValueError`` unless the cell is complete (three non-zero vectors) and its
+    vectors lie along x, y and z (the beam is along z).
+    """
     cell = np.asarray(atoms.cell[:], dtype=np.float64)
     if np.any(np.linalg.norm(cell, axis=1) == 0):
         raise ValueError(
@@ -67,12 +72,19 @@ def _lateral_extent(atoms: ase.Atoms) -> tuple[float, float, float]:
             "atoms.set_cell(...) or use ptyscope.simulation.specimens helpers"
         )
     off_diagonal = cell - np.diag(np.diag(cell))
-    if np.abs(off_diagonal).max() > 1e-6 * np.abs(cell).max():
+    if np.any(np.diag(cell) <= 0) or np.abs(off_diagonal).max() > 1e-6 * np.abs(cell).max():
         raise ValueError(
             "atoms.cell must be orthorhombic with axes along x, y, z (the beam is along z); "
             f"got cell {cell.round(4).tolist()} Å"
         )
-    return float(cell[1, 1]), float(cell[0, 0]), float(cell[2, 2])
+    lengths: np.ndarray = np.diag(cell).copy()
+    return lengths
+
+
+def _lateral_extent(atoms: ase.Atoms) -> tuple[float, float, float]:
+    """(L_y, L_x, L_z) [Å]: the grid's (y, x) period and the thickness."""
+    length_x, length_y, length_z = (float(v) for v in cell_lengths_ang(atoms))
+    return length_y, length_x, length_z
 
 
 def specimen_grid(atoms: ase.Atoms, sampling_ang: float) -> Grid:

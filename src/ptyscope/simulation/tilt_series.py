@@ -38,7 +38,7 @@ from ptyscope.data.dataset import Dataset4D
 from ptyscope.physics.grids import fft_friendly_size
 from ptyscope.physics.potential import POTENTIAL_PREFACTOR_V_ANG2, electron_scattering_factor
 
-from .potential import specimen_grid
+from .potential import cell_lengths_ang, specimen_grid
 from .specimens import rotate_atoms, rotation_matrix
 from .stem4d import ProbeSettings, ScanSettings, simulate_4dstem
 
@@ -88,13 +88,7 @@ def _euler_array(euler_deg: Any) -> np.ndarray:
 def _cell_lengths(atoms: ase.Atoms) -> np.ndarray:
     if not isinstance(atoms, ase.Atoms) or len(atoms) == 0:
         raise ValueError(f"atoms must be an ase.Atoms with at least one atom, got {atoms!r}")
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    lengths = np.diag(cell).copy()
-    if np.any(lengths <= 0) or not np.allclose(cell, np.diag(lengths), rtol=0, atol=1e-6):
-        raise ValueError(
-            f"atoms.cell must be orthorhombic with axes along x, y, z, got {cell.tolist()} Å"
-        )
-    return lengths
+    return cell_lengths_ang(atoms)
 
 
 def _check_tilt(
