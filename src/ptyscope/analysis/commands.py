@@ -113,11 +113,6 @@ def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
         writer.writerows(rows)
 
 
-def _inner_region(image: PhaseImage, margin_ang: float) -> tuple[float, float, float, float]:
-    y0, y1, x0, x1 = image.scanned_region_ang
-    return (y0 + margin_ang, y1 - margin_ang, x0 + margin_ang, x1 - margin_ang)
-
-
 def analyze_columns(
     result_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -149,7 +144,7 @@ def analyze_columns(
         min_distance_ang=0.8 * a_ang / 2,
         origin_ang=image.origin_ang,
     )
-    region = _inner_region(image, margin_ang)
+    region = image.inner_region(margin_ang)
     inside = (
         (peaks[:, 0] > region[0])
         & (peaks[:, 0] < region[1])
@@ -273,10 +268,9 @@ def analyze_resolution(
 
 
 def _crop(image: PhaseImage, margin_ang: float) -> np.ndarray:
-    y0, y1, x0, x1 = _inner_region(image, margin_ang)
-    low = np.ceil(image.pixel_of(np.array([[y0, x0]]))[0]).astype(int)
-    high = np.floor(image.pixel_of(np.array([[y1, x1]]))[0]).astype(int)
-    return image.phase_rad[low[0] : high[0], low[1] : high[1]]
+    rows, cols = image.inner_slices(margin_ang)
+    cropped: np.ndarray = image.phase_rad[rows, cols]
+    return cropped
 
 
 def _resolution_figure(

@@ -32,6 +32,18 @@ class PhaseImage:
     origin_ang: tuple[float, float]
     scanned_region_ang: tuple[float, float, float, float]
 
+    def inner_region(self, margin_ang: float) -> tuple[float, float, float, float]:
+        """(y0, y1, x0, x1) [Å]: the scanned region shrunk by ``margin_ang`` on each side."""
+        y0, y1, x0, x1 = self.scanned_region_ang
+        return (y0 + margin_ang, y1 - margin_ang, x0 + margin_ang, x1 - margin_ang)
+
+    def inner_slices(self, margin_ang: float) -> tuple[slice, slice]:
+        """Rows and columns of the pixels inside :meth:`inner_region`."""
+        y0, y1, x0, x1 = self.inner_region(margin_ang)
+        low = np.ceil(self.pixel_of(np.array([[y0, x0]]))[0]).astype(int)
+        high = np.floor(self.pixel_of(np.array([[y1, x1]]))[0]).astype(int)
+        return slice(int(low[0]), int(high[0])), slice(int(low[1]), int(high[1]))
+
     def pixel_of(self, positions_ang: np.ndarray) -> np.ndarray:
         """(K, 2) positions [Å] -> fractional pixel indices (row, column)."""
         result: np.ndarray = (np.asarray(positions_ang) - np.asarray(self.origin_ang)) / (

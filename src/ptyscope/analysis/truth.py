@@ -6,12 +6,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import h5py
 import numpy as np
 from scipy import ndimage
 
 from ptyscope.physics.constants import interaction_constant
 
+from .images import load_phase
 from .registration import fourier_shift_image, pearson, register_translation, sample_periodic
 
 __all__ = ["phase_potential_agreement"]
@@ -37,31 +37,27 @@ def phase_potential_agreement(
     lattice vector). State 0 is used; the phase is
     Σ_slices angle(O_j), which does not wrap as long as each slice's phase stays below π.
     """
-    with h5py.File(result_path) as handle:
-        obj = handle["object"][0]
-        pixel = np.asarray(handle["object"].attrs["pixel_size_ang"], dtype=np.float64)
-        origin = np.asarray(handle["object"].attrs["origin_ang"], dtype=np.float64)
-        positions = handle["positions_ang"][()]
-    phase = np.angle(obj).sum(axis=0)
+    image = load_phase(result_path)
+    phase = image.phase_rad
+    pixel = image.pixel_size_ang
     potential = ground_truth["potential"]
     projected = potential["slices_vang"].sum(axis=0) * interaction_constant(energy_ev)
     truth_pixel = np.asarray(potential["pixel_size_ang"], dtype=np.float64)
     sampled = sample_periodic(
         projected,
         (float(truth_pixel[0]), float(truth_pixel[1])),
-        (float(origin[0]), float(origin[1])),
+        image.origin_ang,
         (phase.shape[0], phase.shape[1]),
-        (float(pixel[0]), float(pixel[1])),
+        pixel,
     )
-    low = np.ceil((positions.min(axis=0) - origin + margin_ang) / pixel).astype(int)
-    high = np.floor((positions.max(axis=0) - origin - margin_ang) / pixel).astype(int)
-    if np.any(high - low < 4):
+    rows, cols = image.inner_slices(margin_ang)
+    if rows.stop - rows.start < 4 or cols.stop - cols.start < 4:
         raise ValueError(
             f"the scanned area less margin_ang={margin_ang} Å leaves no region to compare"
         )
     blurred = ndimage.gaussian_filter(sampled, blur_ang / pixel[0])
-    a = phase[low[0] : high[0], low[1] : high[1]]
-    b = blurred[low[0] : high[0], low[1] : high[1]]
+    a = phase[rows, cols]
+    b = blurred[rows, cols]
     # Both frames are known, so only a residual offset is searched (at most max_shift_ang).
-    shift = register_translation(a, b, max_shift_px=max_shift_ang / float(pixel[0]))
+    shift = register_translation(a, b, max_shift_px=max_shift_ang / pixel[0])
     return pearson(a, fourier_shift_image(b, shift))
