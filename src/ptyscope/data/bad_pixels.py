@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ptyscope._validation import require_positive
 
-from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D
+from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D, output_array
 
 __all__ = [
     "BadPixels",
@@ -30,15 +30,6 @@ __all__ = [
 
 #: 1.4826 · MAD estimates the standard deviation of normally distributed values.
 _MAD_TO_SIGMA = 1.4826
-
-
-def output_array(dataset: Dataset4D, dtype: Any, out: Any | None) -> Any:
-    """The array a new dataset is written to: ``out`` (checked) or a new one in memory."""
-    if out is None:
-        return np.empty(dataset.shape, dtype=dtype)
-    if tuple(out.shape) != dataset.shape:
-        raise ValueError(f"out must have the dataset's shape {dataset.shape}, got {out.shape}")
-    return out
 
 
 # ------------------------------------------------------------------------- statistics

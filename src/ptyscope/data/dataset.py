@@ -34,7 +34,7 @@ import numpy as np
 from ptyscope._validation import require_finite, require_positive, require_positive_pair
 from ptyscope.physics.constants import wavelength_ang
 
-__all__ = ["Calibration", "Dataset4D", "scan_grid_positions"]
+__all__ = ["Calibration", "Dataset4D", "output_array", "scan_grid_positions"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,15 @@ def _native(block: np.ndarray) -> np.ndarray:
         return block
     converted: np.ndarray = block.astype(block.dtype.newbyteorder("="))
     return converted
+
+
+def output_array(dataset: Dataset4D, dtype: Any, out: Any | None) -> Any:
+    """The array a new dataset is written to: ``out`` (checked) or a new one in memory."""
+    if out is None:
+        return np.empty(dataset.shape, dtype=dtype)
+    if tuple(out.shape) != dataset.shape:
+        raise ValueError(f"out must have the dataset's shape {dataset.shape}, got {out.shape}")
+    return out
 
 
 #: Default bound on the memory one block of scan rows may take [bytes].

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from .bright_field import BrightFieldDisk, disk_centres
-from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D
+from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D, output_array
 
 __all__ = ["DescanModel", "correct_descan", "fit_descan", "measure_descan", "shift_patterns"]
 
@@ -205,12 +205,7 @@ def correct_descan(
     if len(target) != 2 or not all(np.isfinite(target)):
         raise ValueError(f"target_px must be a finite (y, x) pair [px], got {target_px!r}")
     shifts = np.asarray(target, dtype=np.float64) - model.centres_px(dataset.scan_shape)
-    if out is None:
-        result: Any = np.empty(dataset.shape, dtype=np.float32)
-    elif tuple(out.shape) != dataset.shape:
-        raise ValueError(f"out must have the dataset's shape {dataset.shape}, got {out.shape}")
-    else:
-        result = out
+    result = output_array(dataset, np.float32, out)
     for rows, block in dataset.iter_scan_rows(max_bytes // 4):  # room for the spectra
         result[rows] = shift_patterns(block, shifts[rows], method).astype(np.float32)
     calibration = replace(dataset.calibration, detector_center_px=(target[0], target[1]))

@@ -27,12 +27,11 @@ from .bad_pixels import (
     BadPixels,
     PixelStatistics,
     find_bad_pixels,
-    output_array,
     pixel_statistics,
     repair_bad_pixels,
 )
 from .bright_field import BrightFieldDisk, calibrate_detector, disk_centres, find_bf_disk
-from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D
+from .dataset import DEFAULT_BLOCK_BYTES, Dataset4D, output_array
 from .descan import DescanModel, correct_descan, fit_descan, measure_descan, shift_patterns
 
 __all__ = [
