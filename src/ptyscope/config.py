@@ -277,8 +277,39 @@ class ObjectConfig(_Model):
 
 
 class PropagatorConfig(_Model):
+    """The tilted Fresnel propagator and what of it is fitted (Sha et al. 2022).
+
+    ``fit_tilt``: "off" keeps (tilt_y_mrad, tilt_x_mrad) fixed (FPP); "global" fits one
+    tilt (APP); "map" fits one tilt per scan position (extended APP), global until
+    ``map_start`` (coarse to fine) and smoothed over the scan grid by a Gaussian of
+    ``map_smoothing`` scan steps. The tilt moves by the alignment of the slices
+    (``align_*``, needs >= 2 slices; its first step is the automatic estimate, so the start
+    tilt need not be known) and, when ``tilt_lr`` > 0, also by gradient steps.
+    """
+
+    #: Initial specimen tilt [mrad] (the fixed one when fit_tilt = "off").
     tilt_x_mrad: float = 0.0
     tilt_y_mrad: float = 0.0
+    fit_tilt: Literal["off", "global", "map"] = "off"
+    #: Gradient step of the tilt [mrad per iteration]; 0 = alignment steps only.
+    tilt_lr: Annotated[float, Field(ge=0)] = 0.0
+    tilt_start: Annotated[int, Field(ge=0)] = 15
+    #: Iterations between alignment steps of the tilt.
+    align_every: Annotated[int, Field(ge=1)] = 5
+    #: Largest displacement between neighbouring slices searched [Å]; below half the
+    #: shortest distance between columns.
+    align_max_shift_ang: PositiveFloat = 0.6
+    #: Largest tilt correction per alignment step [mrad].
+    align_max_step_mrad: PositiveFloat = 25.0
+    map_start: Annotated[int, Field(ge=0)] = 30
+    #: Gaussian smoothing of the tilt map [scan steps] (the regularisation strength).
+    map_smoothing: PositiveFloat = 2.0
+    #: Side of the window around each scan position for the local drift [Å].
+    map_window_ang: PositiveFloat = 7.0
+    fit_thickness: bool = False
+    #: Gradient step of the slice thickness [Å per iteration].
+    thickness_lr: PositiveFloat = 0.1
+    thickness_start: Annotated[int, Field(ge=0)] = 15
 
 
 class PositionsConfig(_Model):
@@ -330,6 +361,15 @@ class ReconstructionConfig(_Model):
             raise ValueError(
                 "object.states > 1 needs full-batch updates (the states are only defined by "
                 "all patterns together): remove optimization.batch_size"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fitted_tilt_needs_slices(self) -> ReconstructionConfig:
+        if self.propagator.fit_tilt != "off" and self.object.slices < 2:
+            raise ValueError(
+                f"propagator.fit_tilt = {self.propagator.fit_tilt!r} needs object.slices >= 2 "
+                f"(the tilt is what lines the slices up), got {self.object.slices}"
             )
         return self
 

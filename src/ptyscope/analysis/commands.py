@@ -324,7 +324,9 @@ def analyze_alignment(
     baseline of Sha et al. 2022, Fig. 1C): shift per slice and the apparent tilt.
 
     The apparent tilt is what a fixed propagator leaves in the slices; for a run that
-    fitted or used the true tilt in its propagator it should be close to zero. Writes
+    fitted or used the true tilt in its propagator it should be close to zero. With three
+    slices or more the entrance slice, which absorbs the probe's errors, is left out of
+    the line fit (every slice is still aligned and listed). Writes
     ``alignment.csv`` (slice, depth, shift y/x in Å).
     """
     import h5py
@@ -350,7 +352,8 @@ def analyze_alignment(
         ]
     )
     alignment = align_slices(stack, first.pixel_size_ang)
-    tilt = apparent_tilt_mrad(alignment.shifts_ang, thickness)
+    entrance = 1 if slices >= 3 else 0  # the entrance slice absorbs the probe's errors
+    tilt = apparent_tilt_mrad(alignment.shifts_ang[entrance:], thickness)
     table = out / "alignment.csv"
     _write_csv(
         table,

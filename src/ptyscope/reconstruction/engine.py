@@ -248,8 +248,6 @@ class Engine:
                 loss += self._loss_and_backward(batch, iteration, n)
                 self._mask_inactive(iteration)
                 self.optimizer.step()
-        if self._active("tilt", iteration) or self._active("thickness", iteration):
-            self.cache.clear()
         if self.settings.lr_decay != 1.0:
             for group in self.optimizer.param_groups:
                 group["lr"] *= self.settings.lr_decay
@@ -257,6 +255,9 @@ class Engine:
             for constraint in self.settings.constraints:
                 if constraint.schedule.due(iteration):
                     constraint.apply(self.params, iteration)
+        # The tilt and thickness may have moved (by a gradient step or a constraint such
+        # as the tilt alignment): rebuild the propagator next iteration (cheap, once).
+        self.cache.clear()
         tilt = self.params.tilt.detach().reshape(-1, 2).mean(dim=0)
         self.history.loss.append(loss)
         self.history.tilt_y_mrad.append(float(tilt[0]))

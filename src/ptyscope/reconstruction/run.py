@@ -10,17 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ptyscope.config import ReconstructionConfig
+from ptyscope.config import PropagatorConfig, ReconstructionConfig
 from ptyscope.data.readers import read_4dstem
 from ptyscope.report.reconstruction_report import write_report
 
-from .constraints import AmplitudeLimit, Constraint, PositionLimit, ProbePower
+from .constraints import AmplitudeLimit, Constraint, PositionLimit, ProbePower, Schedule
 from .engine import Engine, EngineSettings
 from .parameters import GroupSettings
 from .results import write_result
 from .setup import ReconstructionSetup, prepare
+from .tilt import TiltAlignment, TiltMapSmoothing
 
 __all__ = ["ReconstructionRun", "build_run", "checkpoint_path", "run_reconstruction"]
 
@@ -55,6 +57,10 @@ def build_run(
     data = config.data
     path = data.path if data.path.is_absolute() else base_dir / data.path
     dataset = read_4dstem(path, data.format, **data.reader_options())
+    propagator = config.propagator
+    tilt: tuple[float, float] | np.ndarray = (propagator.tilt_y_mrad, propagator.tilt_x_mrad)
+    if propagator.fit_tilt == "map":  # one tilt per scan position, the same at the start
+        tilt = np.broadcast_to(np.asarray(tilt), (*dataset.scan_shape, 2))
     setup = prepare(
         dataset,
         num_slices=config.object.slices,
@@ -62,7 +68,7 @@ def build_run(
         num_states=config.object.states,
         num_modes=config.probe.modes,
         defocus_ang=config.probe.defocus_ang,
-        tilt_mrad=(config.propagator.tilt_y_mrad, config.propagator.tilt_x_mrad),
+        tilt_mrad=tilt,
         seed=config.optimization.seed,
         probe_from=config.probe.init,
         scan_half=data.scan_half,
@@ -81,6 +87,7 @@ def build_run(
         "probe": GroupSettings(config.probe.fit, config.probe.start, config.probe.lr),
         "positions": GroupSettings(positions.fit, positions.start, positions.lr),
     }
+    constraints.extend(_adaptive_propagator(config.propagator, setup, groups))
     if config.object.states > 1:
         groups["state_weights"] = GroupSettings(lr=1e-2)
     result_path = output or config.output.path
@@ -106,6 +113,49 @@ def build_run(
     return ReconstructionRun(
         setup, engine, cal.energy_ev, cal.semiangle_mrad, result_path, checkpoint_path(result_path)
     )
+
+
+def _adaptive_propagator(
+    config: PropagatorConfig, setup: ReconstructionSetup, groups: dict[str, GroupSettings]
+) -> list[Constraint]:
+    """Groups and constraints that fit the tilt and thickness (Sha et al. 2022)."""
+    if config.fit_thickness:
+        groups["thickness"] = GroupSettings(True, config.thickness_start, config.thickness_lr)
+    if config.fit_tilt == "off":
+        return []
+    if config.tilt_lr > 0:
+        groups["tilt"] = GroupSettings(True, config.tilt_start, config.tilt_lr)
+    positions = setup.params.positions_px().detach().cpu().numpy()
+    low = np.ceil(positions.min(axis=0)).astype(int)
+    high = np.floor(positions.max(axis=0)).astype(int) + 1
+    pixel = setup.pixel_size_ang
+    constraints: list[Constraint] = [
+        TiltAlignment(
+            Schedule(start=config.tilt_start, every=config.align_every),
+            region_px=(int(low[0]), int(high[0]), int(low[1]), int(high[1])),
+            pixel_size_ang=pixel,
+            max_step_mrad=config.align_max_step_mrad,
+            max_shift_ang=config.align_max_shift_ang,
+            window_px=max(8, round(config.map_window_ang / min(pixel))),
+            map_start=config.map_start,
+            grid_shape=setup.grid_shape,
+            map_sigma_px=config.map_smoothing,
+        )
+    ]
+    if config.fit_tilt == "map":
+        if setup.grid_shape is None:
+            raise ValueError(
+                "propagator.fit_tilt = 'map' needs the whole scan grid (data.scan_half must "
+                "be unset)"
+            )
+        if config.tilt_lr > 0:  # gradient steps move each position: keep the map smooth
+            constraints += [
+                TiltMapSmoothing(Schedule(stop=config.map_start), setup.grid_shape, None),
+                TiltMapSmoothing(
+                    Schedule(start=config.map_start), setup.grid_shape, config.map_smoothing
+                ),
+            ]
+    return constraints
 
 
 def run_reconstruction(
