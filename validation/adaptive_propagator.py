@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from ptyscope.analysis.commands import analyze_alignment, analyze_columns
+from ptyscope.analysis.images import load_phase
 from ptyscope.config import ReconstructionConfig
 from ptyscope.io.datafile import write_dataset
 from ptyscope.reconstruction.run import run_reconstruction
+from ptyscope.report.reconstruction_figures import comparison_figure, tilt_map_figure
 from ptyscope.simulation.specimens import SRTIO3_LATTICE_CONSTANT_ANG as A
 from ptyscope.simulation.specimens import srtio3_slab
 from ptyscope.simulation.stem4d import ProbeSettings, ScanSettings, simulate_4dstem
@@ -37,7 +39,8 @@ from ptyscope.simulation.stem4d import ProbeSettings, ScanSettings, simulate_4ds
 CELLS_Z = 21
 THICKNESS_ANG = CELLS_Z * A
 PROBE = ProbeSettings(300e3, 22.0, {"defocus": 60.0})
-ITERATIONS = 50
+ITERATIONS = 60
+LR_DECAY = 0.98  # learning rates x0.3 by the end: the slices settle in depth
 
 
 def simulate(tilt: tuple[float, float] | np.ndarray, dose: float, scan: ScanSettings, cells=(5, 5)):
@@ -77,7 +80,12 @@ def reconstruct(
                 "lr": 2e-2,
             },
             "propagator": {"fit_tilt": fit_tilt, "fit_thickness": fit_thickness},
-            "optimization": {"iterations": iterations, "batch_size": 32, "checkpoint_every": None},
+            "optimization": {
+                "iterations": iterations,
+                "batch_size": 32,
+                "checkpoint_every": None,
+                "lr_decay": LR_DECAY,
+            },
             "output": {"path": str(folder / f"{fit_tilt}_{slices}_{thickness_scale}.h5")},
         }
     )
@@ -105,7 +113,12 @@ def measure(result: Path, slices: int) -> dict[str, float]:
     }
 
 
-def sweep(root: Path, cases, dose: float) -> None:
+def middle_phase(result: Path, slices: int) -> tuple[np.ndarray, tuple[float, float]]:
+    image = load_phase(result, slice_index=slices // 2)
+    return image.phase_rad[image.inner_slices(1.0)], image.pixel_size_ang
+
+
+def sweep(root: Path, cases, dose: float, figures: Path | None) -> None:
     scan = ScanSettings((24, 24), (0.45, 0.45), origin_ang=(4.0, 4.0))
     print(f"\n## Tilt sweep, {THICKNESS_ANG:.0f} Å, 5 slices, dose {dose:.0e} e/Å²")
     print(
@@ -113,13 +126,20 @@ def sweep(root: Path, cases, dose: float) -> None:
         "| FPP apparent θ | FPP d_Sr-TiO, d_O-TiO [pm] | time [s] |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    panels: list[tuple[str, np.ndarray]] = []
+    rows: list[str] = []
+    pixel = (1.0, 1.0)
     for truth in cases:
         start = time.perf_counter()
         folder = root / f"sweep_{truth[0]:.2f}_{truth[1]:.2f}_{dose:.0e}"
         folder.mkdir()
         sim = simulate(truth, dose, scan)
-        app = measure(reconstruct(folder, sim, fit_tilt="global", slices=5), 5)
-        fpp = measure(reconstruct(folder, sim, fit_tilt="off", slices=5), 5)
+        app_result = reconstruct(folder, sim, fit_tilt="global", slices=5)
+        fpp_result = reconstruct(folder, sim, fit_tilt="off", slices=5)
+        app, fpp = measure(app_result, 5), measure(fpp_result, 5)
+        for label, result in (("APP", app_result), ("FPP", fpp_result)):
+            panels.append((label, middle_phase(result, 5)[0]))
+        rows.append(f"({truth[0]:.1f}, {truth[1]:.1f}) mrad")
         error = math.hypot(app["ty"] - truth[0], app["tx"] - truth[1])
         print(
             f"| ({truth[0]:.2f}, {truth[1]:.2f}) | ({app['ty']:.2f}, {app['tx']:.2f}) "
@@ -128,6 +148,12 @@ def sweep(root: Path, cases, dose: float) -> None:
             f"| {time.perf_counter() - start:.0f} |",
             flush=True,
         )
+        pixel = middle_phase(app_result, 5)[1]
+    if figures is not None:
+        figures.mkdir(parents=True, exist_ok=True)
+        name = figures / f"app_vs_fpp_middle_slice_{dose:.0e}.png"
+        comparison_figure(name, panels, pixel_size_ang=pixel, rows=rows)
+        print(f"\nmiddle slices, APP vs FPP: {name}")
 
 
 def slice_count(root: Path, counts) -> None:
@@ -170,7 +196,7 @@ def thickness(root: Path) -> None:
         )
 
 
-def tilt_map(root: Path, kind: str, dose: float) -> None:
+def tilt_map(root: Path, kind: str, dose: float, figures: Path | None) -> None:
     import h5py
 
     ny, nx, step = 20, 60, 0.45
@@ -190,7 +216,12 @@ def tilt_map(root: Path, kind: str, dose: float) -> None:
             "probe": {"defocus_ang": 60.0, "start": 10, "lr": 3e-3},
             "object": {"slices": 5, "slice_thickness_ang": THICKNESS_ANG / 5, "lr": 2e-2},
             "propagator": {"fit_tilt": "map", "map_start": 30},
-            "optimization": {"iterations": 60, "batch_size": 32, "checkpoint_every": None},
+            "optimization": {
+                "iterations": 70,
+                "batch_size": 32,
+                "checkpoint_every": None,
+                "lr_decay": LR_DECAY,
+            },
             "output": {"path": str(folder / "map.h5")},
         }
     )
@@ -199,6 +230,9 @@ def tilt_map(root: Path, kind: str, dose: float) -> None:
     with h5py.File(run.result_path, "r") as handle:
         found = np.asarray(handle["tilt_map_mrad"])
     error = found - truth
+    if figures is not None:
+        figures.mkdir(parents=True, exist_ok=True)
+        tilt_map_figure(figures / f"tilt_map_{kind}_{dose:.0e}.png", tilt_map_mrad=found)
     if kind == "domains":
         away = np.abs(xs - xs.mean())[None, :].repeat(ny, 0) > 10.0  # > 1 nm from the boundary
         rms = float(np.sqrt((error[away] ** 2).sum(axis=-1).mean()))
@@ -225,14 +259,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one case per table")
     parser.add_argument("--only", choices=["sweep", "slices", "thickness", "map", "noise"])
+    parser.add_argument("--figures", type=Path, help="folder for the figures (default: none)")
     args = parser.parse_args()
     diagonal = [(-t / math.sqrt(2), t / math.sqrt(2)) for t in (4.0, 8.0, 12.0)]
     along_x = [(0.0, t) for t in (0.0, 4.0, 8.0, 12.0)]
+    steep = [(15 * math.sin(math.radians(30)), 15 * math.cos(math.radians(30)))]  # 15 mrad
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         todo = [args.only] if args.only else ["sweep", "slices", "thickness", "map", "noise"]
         if "sweep" in todo:
-            sweep(root, [(0.0, 8.0), diagonal[-1]] if args.quick else along_x + diagonal, 1e6)
+            cases = [(0.0, 8.0), diagonal[-1]] if args.quick else along_x + diagonal + steep
+            sweep(root, cases, 1e6, args.figures)
         if "slices" in todo:
             slice_count(root, (5,) if args.quick else (3, 5, 10))
         if "thickness" in todo:
@@ -241,10 +278,10 @@ def main() -> None:
             print("\n## Tilt maps\n| specimen | dose | result | time [s] |\n|---|---|---|---|")
         if "map" in todo:
             for kind in ("domains",) if args.quick else ("domains", "linear"):
-                tilt_map(root, kind, 1e6)
+                tilt_map(root, kind, 1e6, args.figures)
         if "noise" in todo:
-            tilt_map(root, "domains", 1e5)
-            sweep(root, [(0.0, 8.0), diagonal[-1]], 1e5)
+            tilt_map(root, "domains", 1e5, args.figures)
+            sweep(root, [(0.0, 8.0), diagonal[-1]], 1e5, args.figures)
 
 
 if __name__ == "__main__":

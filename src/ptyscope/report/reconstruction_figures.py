@@ -20,6 +20,7 @@ from matplotlib.patches import Circle
 from ptyscope.io.atomic import atomic_path
 
 __all__ = [
+    "comparison_figure",
     "loss_figure",
     "object_amplitude_figure",
     "object_phase_figure",
@@ -435,3 +436,43 @@ def truth_figure(
     figure.colorbar(diff, ax=axes[2], shrink=0.8, label="Δ phase [rad]")
     _save(figure, path)
     return rms
+
+
+def comparison_figure(
+    path: Path,
+    panels: Sequence[tuple[str, npt.ArrayLike]],
+    *,
+    pixel_size_ang: tuple[float, float],
+    rows: Sequence[str] = (),
+) -> None:
+    """Phase images side by side on one colour scale per row (e.g. APP vs FPP, Sha et al.
+    2022, Fig. 2C/D): ``panels`` of (title, real (ny, nx) phase [rad]), filled row by
+    row with ``len(panels) // max(len(rows), 1)`` columns; ``rows`` label the rows."""
+    count = len(panels)
+    if count == 0:
+        raise ValueError("panels must hold at least one (title, image) pair")
+    nrows = max(len(rows), 1)
+    if count % nrows:
+        raise ValueError(f"{count} panels do not fill {nrows} rows evenly")
+    ncols = count // nrows
+    images = [np.asarray(image, dtype=np.float64) for _, image in panels]
+    width, height = _panel_size(images[0].shape)
+    figure = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = np.asarray(figure.subplots(nrows, ncols, squeeze=False))
+    for r in range(nrows):
+        row = images[r * ncols : (r + 1) * ncols]
+        low, high = _limits(np.concatenate([image.ravel() for image in row]))
+        for c in range(ncols):
+            ax = axes[r, c]
+            title, _ = panels[r * ncols + c]
+            shown = ax.imshow(
+                row[c],
+                extent=_extent(row[c].shape, pixel_size_ang, centred=False),
+                cmap="gray",
+                vmin=low,
+                vmax=high,
+            )
+            ax.set_title(title if not rows else f"{rows[r]}: {title}", fontsize=9)
+            _label_image_axes(ax)
+        figure.colorbar(shown, ax=list(axes[r]), shrink=0.8, label="phase [rad]")
+    _save(figure, path)
