@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ptyscope.report.reconstruction_figures import (
+    comparison_figure,
     loss_figure,
     parameter_figure,
     position_corrections_ang,
@@ -209,3 +210,17 @@ def test_truth_must_sit_on_the_object_grid(tmp_path: Path) -> None:
         write_report(path, tmp_path / "out", truth={"phase_rad": np.zeros((3, 3))})
     with pytest.raises(ValueError, match=r"unknown key.*'phase'.*phase_rad"):
         write_report(path, tmp_path / "out", truth={"phase": np.zeros((24, 20))})
+
+
+def test_comparison_figure_writes_rows_and_rejects_uneven_panels(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    rng = np.random.default_rng(0)
+    panels = [(label, rng.normal(size=(40, 60))) for label in ("APP", "FPP", "APP", "FPP")]
+    path = tmp_path / "compare.png"
+    comparison_figure(path, panels, pixel_size_ang=(0.1, 0.1), rows=("0 mrad", "12 mrad"))
+    assert imread(path).shape[0] > 100
+    with pytest.raises(ValueError, match="3 panels do not fill 2 rows"):
+        comparison_figure(path, panels[:3], pixel_size_ang=(0.1, 0.1), rows=("a", "b"))
+    with pytest.raises(ValueError, match="at least one"):
+        comparison_figure(path, [], pixel_size_ang=(0.1, 0.1))
