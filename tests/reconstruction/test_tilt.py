@@ -19,7 +19,7 @@ from ptyscope.reconstruction.parameters import PtychoParameters
 from ptyscope.reconstruction.run import run_reconstruction
 from ptyscope.reconstruction.tilt import TiltAlignment, drift_slope, smooth_map
 from ptyscope.simulation.specimens import srtio3_slab
-from ptyscope.simulation.stem4d import ScanSettings, simulate_4dstem
+from ptyscope.simulation.stem4d import ScanSettings, SimulationResult, simulate_4dstem
 
 from ._data import PROBE, A
 
@@ -150,7 +150,26 @@ def test_bad_propagator_settings_name_the_key(tmp_path: Path, section: str, mess
         load_config(path, ReconstructionConfig)
 
 
-def _reconstruct(tmp_path: Path, sim, propagator: dict, iterations: int) -> Path:
+def _tilted_srtio3(
+    cells_xy: tuple[int, int], scan: ScanSettings, tilt_mrad: tuple[float, float] | np.ndarray
+) -> SimulationResult:
+    """SrTiO3 [001], 82 Å (21 cells), 300 kV, 22 mrad, 60 Å underfocus, 1e6 e/Å²."""
+    return simulate_4dstem(
+        srtio3_slab(cells_xy, 21 * A),
+        PROBE,
+        scan,
+        sampling_ang=0.1,
+        slice_thickness_ang=A / 2,
+        window_ang=8.0,
+        tilt_mrad=tilt_mrad,
+        dose_e_per_ang2=1e6,
+        seed=1,
+    )
+
+
+def _reconstruct(
+    tmp_path: Path, sim: SimulationResult, propagator: dict[str, object], iterations: int
+) -> Path:
     write_dataset(tmp_path / "data.h5", sim.dataset)
     config = ReconstructionConfig.model_validate(
         {
@@ -172,17 +191,7 @@ def _reconstruct(tmp_path: Path, sim, propagator: dict, iterations: int) -> Path
 
 def test_app_finds_a_12_mrad_diagonal_mistilt_from_zero(tmp_path: Path) -> None:
     truth = (-12 / math.sqrt(2), 12 / math.sqrt(2))
-    sim = simulate_4dstem(
-        srtio3_slab((5, 5), 21 * A),
-        PROBE,
-        ScanSettings((24, 24), (0.45, 0.45), origin_ang=(4.0, 4.0)),
-        sampling_ang=0.1,
-        slice_thickness_ang=A / 2,
-        window_ang=8.0,
-        tilt_mrad=truth,
-        dose_e_per_ang2=1e6,
-        seed=1,
-    )
+    sim = _tilted_srtio3((5, 5), ScanSettings((24, 24), (0.45, 0.45), (4.0, 4.0)), truth)
     result = _reconstruct(tmp_path, sim, {"fit_tilt": "global"}, 60)
     with h5py.File(result, "r") as handle:
         found = (handle.attrs["tilt_y_mrad"], handle.attrs["tilt_x_mrad"])
@@ -197,17 +206,7 @@ def test_tilt_map_separates_two_domains_of_opposite_tilt(tmp_path: Path) -> None
     xs = np.arange(nx) * step
     truth = np.zeros((ny, nx, 2))
     truth[..., 1] = np.where(xs < xs.mean(), 6.0, -6.0)[None, :]
-    sim = simulate_4dstem(
-        srtio3_slab((9, 3), 21 * A),
-        PROBE,
-        ScanSettings((ny, nx), (step, step), origin_ang=(3.0, 4.0)),
-        sampling_ang=0.1,
-        slice_thickness_ang=A / 2,
-        window_ang=8.0,
-        tilt_mrad=truth,
-        dose_e_per_ang2=1e6,
-        seed=1,
-    )
+    sim = _tilted_srtio3((9, 3), ScanSettings((ny, nx), (step, step), (3.0, 4.0)), truth)
     result = _reconstruct(tmp_path, sim, {"fit_tilt": "map", "map_start": 30}, 50)
     with h5py.File(result, "r") as handle:
         found = np.asarray(handle["tilt_map_mrad"])
