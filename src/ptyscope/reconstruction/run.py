@@ -125,14 +125,11 @@ def _adaptive_propagator(
         return []
     if config.tilt_lr > 0:
         groups["tilt"] = GroupSettings(True, config.tilt_start, config.tilt_lr)
-    positions = setup.params.positions_px().detach().cpu().numpy()
-    low = np.ceil(positions.min(axis=0)).astype(int)
-    high = np.floor(positions.max(axis=0)).astype(int) + 1
     pixel = setup.pixel_size_ang
     constraints: list[Constraint] = [
         TiltAlignment(
             Schedule(start=config.tilt_start, every=config.align_every),
-            region_px=(int(low[0]), int(high[0]), int(low[1]), int(high[1])),
+            region_px=setup.scanned_region_px(),
             pixel_size_ang=pixel,
             max_step_mrad=config.align_max_step_mrad,
             max_shift_ang=config.align_max_shift_ang,

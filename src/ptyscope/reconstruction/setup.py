@@ -48,6 +48,13 @@ class ReconstructionSetup:
     origin_ang: tuple[float, float]
     grid_shape: tuple[int, int] | None
 
+    def scanned_region_px(self) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1): the object pixels between the outermost probe centres."""
+        px = self.params.positions_px().detach().cpu().numpy()
+        low = np.ceil(px.min(axis=0)).astype(int)
+        high = np.floor(px.max(axis=0)).astype(int) + 1
+        return int(low[0]), int(high[0]), int(low[1]), int(high[1])
+
     def positions_ang(self) -> np.ndarray:
         """float64 (N, 2): current (y, x) positions [Å]."""
         px = self.params.positions_px().detach().cpu().double().numpy()

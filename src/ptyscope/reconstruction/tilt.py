@@ -2,23 +2,24 @@
 
 Why a gradient alone is not enough
 ----------------------------------
-In a multislice model a tilt θ of the specimen moves the wave by Δz·tanθ relative to the
-object at every slice. A wrong tilt θ' can be almost exactly compensated by the object
-itself: slice j simply forms displaced by z_j·(tanθ − tanθ'). The loss is then nearly flat
-along the direction "change θ and shift the slices back" (only the small displacement
-within one slice tells the two apart), so a gradient step on θ is undone by the object
-within a few iterations and the tilt stalls wherever the object first formed. Measured on
-simulated SrTiO3 (82 Å, 5 slices, true tilt 8 mrad along x): the tilt fitted by Adam from
-0 mrad stalls at 2.4 mrad; started at the truth it wanders to 8.3.
+The tilted propagator is the Fresnel propagator followed by a lateral shift by −Δz·tanθ.
+Shifts commute with the Fresnel propagator, so a model with tilt θ' and slices O_j predicts
+exactly the intensities of tilt θ with slice j shifted by z_j·(tanθ' − tanθ): the exit
+waves differ by a shift only (up to the periodic edges of the probe window; derivation in
+docs/adaptive_propagator.md). The loss has no minimum in θ: a gradient step on θ is undone
+by the object within a few iterations and the tilt stays wherever the object first formed.
+Measured on simulated SrTiO3 (82 Å, 5 slices, true tilt 8 mrad along x): the tilt fitted
+by Adam from 0 mrad stalls at 2.4 mrad; started at the truth it wanders to 8.3.
 
 The alignment step
 ------------------
-:class:`TiltAlignment` moves along that valley instead. Every few iterations it measures
-the drift of the reconstructed slices with depth by cross-correlation
+:class:`TiltAlignment` fixes what the data cannot: the tilt at which the slices line up.
+Every few iterations it measures the drift of the reconstructed slices with depth by
+cross-correlation
 (:func:`ptyscope.analysis.alignment.align_slices`); on the zone axis the slices are aligned,
 so a drift s(z) = s₀ + z·δ means the propagator's tilt is off by δ. The step adds δ to
 tanθ and shifts slice j back by −(z_j − z̄)·δ, which leaves the model's prediction
-unchanged to first order: the object does not have to re-form. Applied to a
+unchanged: the object does not have to re-form. Applied to a
 fixed-propagator object (θ = 0) the first step is the post-alignment of Sha et al.'s FPP
 baseline, so it is also the automatic starting estimate: no guess of the tilt is needed.
 With a tilt map (one θ per scan position) the drift is measured in a window around each
@@ -68,11 +69,12 @@ def drift_slope(
     max_shift_ang:
         Largest displacement between neighbouring slices searched [Å]; keep it below half
         the shortest distance between columns so a lattice cannot match the wrong column.
-
     outlier_ang:
         A step between neighbouring slices further than this from the median step is a
         failed registration and is left out [Å].
 
+    Notes
+    -----
     The drift is the mean displacement between neighbouring slices divided by Δz (the
     end-to-end drift), over the steps that agree with the median step within
     ``outlier_ang``. Not a least-squares line: one slice that does not match its neighbour
