@@ -268,12 +268,45 @@ class ReconProbeConfig(_Model):
 
 
 class ObjectConfig(_Model):
+    """The multislice object; several ``states`` make a mixed object (Gladyshev 2023).
+
+    Mixed-object runs need full-batch updates. The states start as the same transmission
+    with random phases of ``state_noise_rad`` that differ per state (identical states stay
+    identical). ``state_lowpass_ang`` keeps only the smooth part of each state's difference
+    from the mean after every iteration (Gaussian of that σ): atoms that move make smooth
+    differences, noise makes sharp ones.
+    """
+
     slices: Annotated[int, Field(ge=1)] = 1
     slice_thickness_ang: PositiveFloat = 10.0
     states: Annotated[int, Field(ge=1)] = 1
     lr: PositiveFloat = 1e-2
     #: Clip the transmission amplitude to <= 1 after every iteration.
     amplitude_limit: bool = True
+    #: Object-state weights: "equal" (1/N, fixed) or "fitted" (from the data).
+    state_weights: Literal["equal", "fitted"] = "fitted"
+    state_weights_lr: PositiveFloat = 1e-2
+    #: Standard deviation of the random phases that set the states apart at the start [rad].
+    state_noise_rad: PositiveFloat = 0.01
+    #: Gaussian σ of the low-pass on the differences between states [Å]; omit for none.
+    state_lowpass_ang: PositiveFloat | None = None
+
+
+class InitConfig(_Model):
+    """Start from an earlier result of the same data (the two-stage mixed-object preset).
+
+    Stage 1: one object state, several probe modes, fitted (the modes absorb the partial
+    coherence). Stage 2: ``init.result`` = stage 1's result, ``object.states`` = 10-20 and
+    ``probe.fit = false``: each state starts from stage 1's object with its own random
+    phases, and the probe modes stay as stage 1 found them.
+    """
+
+    result: Path | None = None
+    #: Take the object (every state starts from the mean of its states), the probe modes
+    #: and the fitted positions from the result.
+    object: bool = True
+    probe: bool = True
+    positions: bool = True
 
 
 class PropagatorConfig(_Model):
@@ -354,6 +387,7 @@ class ReconstructionConfig(_Model):
     positions: PositionsConfig = PositionsConfig()
     optimization: OptimizationConfig = OptimizationConfig()
     output: OutputConfig = OutputConfig()
+    init: InitConfig = InitConfig()
 
     @model_validator(mode="after")
     def _states_need_full_batch(self) -> ReconstructionConfig:

@@ -22,6 +22,7 @@ __all__ = [
     "ProbePower",
     "Schedule",
     "SliceSmoothing",
+    "StateLowPass",
 ]
 
 
@@ -129,6 +130,33 @@ class SliceSmoothing(Constraint):
         neighbours[:, -1] = log[:, -2]
         mixed = (1 - self.strength) * log + self.strength * neighbours
         obj.copy_(torch.exp(mixed))
+
+
+@dataclass
+class StateLowPass(Constraint):
+    """Low-pass the differences between object states (a variance regulariser).
+
+    Each state O_s is replaced by Ō + g ∗ (O_s − Ō), Ō the weighted mean state and g a
+    Gaussian of σ = ``sigma_px`` (y, x) [object px], applied in Fourier space as
+    exp(−2π²(σ_y²k_y² + σ_x²k_x²)). Atoms that move between states make smooth differences
+    that pass; pixel noise that the states would otherwise fit does not (the low-pass
+    variance constraint of Gladyshev et al. 2023). The mean object is untouched.
+    """
+
+    sigma_px: tuple[float, float] = (1.0, 1.0)
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:
+        obj = params.object.data
+        if obj.shape[0] < 2:
+            return
+        weights = params.weights().detach().to(obj.real.dtype)[:, None, None, None]
+        mean = (weights * obj).sum(dim=0, keepdim=True)
+        ny, nx = obj.shape[-2:]
+        ky = torch.fft.fftfreq(ny, device=obj.device, dtype=obj.real.dtype)[:, None]
+        kx = torch.fft.fftfreq(nx, device=obj.device, dtype=obj.real.dtype)[None, :]
+        sy, sx = self.sigma_px
+        gaussian = torch.exp(-2 * torch.pi**2 * ((sy * ky) ** 2 + (sx * kx) ** 2))
+        obj.copy_(mean + torch.fft.ifft2(torch.fft.fft2(obj - mean) * gaussian))
 
 
 @dataclass

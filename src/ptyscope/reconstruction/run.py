@@ -17,8 +17,16 @@ from ptyscope.config import PropagatorConfig, ReconstructionConfig
 from ptyscope.data.readers import read_4dstem
 from ptyscope.report.reconstruction_report import write_report
 
-from .constraints import AmplitudeLimit, Constraint, PositionLimit, ProbePower, Schedule
+from .constraints import (
+    AmplitudeLimit,
+    Constraint,
+    PositionLimit,
+    ProbePower,
+    Schedule,
+    StateLowPass,
+)
 from .engine import Engine, EngineSettings
+from .initial import initialise_from_result
 from .parameters import GroupSettings
 from .results import write_result
 from .setup import ReconstructionSetup, prepare
@@ -72,8 +80,20 @@ def build_run(
         seed=config.optimization.seed,
         probe_from=config.probe.init,
         scan_half=data.scan_half,
+        state_phase_noise_rad=config.object.state_noise_rad,
         device=device,
     )
+    init = config.init
+    if init.result is not None:
+        initialise_from_result(
+            setup,
+            init.result if init.result.is_absolute() else base_dir / init.result,
+            obj=init.object,
+            probe=init.probe,
+            positions=init.positions,
+            state_noise_rad=config.object.state_noise_rad,
+            seed=config.optimization.seed,
+        )
     constraints: list[Constraint] = [ProbePower()]
     if config.object.amplitude_limit:
         constraints.append(AmplitudeLimit())
@@ -88,8 +108,13 @@ def build_run(
         "positions": GroupSettings(positions.fit, positions.start, positions.lr),
     }
     constraints.extend(_adaptive_propagator(config.propagator, setup, groups))
-    if config.object.states > 1:
-        groups["state_weights"] = GroupSettings(lr=1e-2)
+    obj = config.object
+    if obj.states > 1 and obj.state_weights == "fitted":
+        groups["state_weights"] = GroupSettings(lr=obj.state_weights_lr)
+    if obj.states > 1 and obj.state_lowpass_ang is not None:
+        dy, dx = setup.pixel_size_ang
+        sigma = (obj.state_lowpass_ang / dy, obj.state_lowpass_ang / dx)
+        constraints.append(StateLowPass(sigma_px=sigma))
     result_path = output or config.output.path
     opt = config.optimization
     settings = EngineSettings(

@@ -1,0 +1,117 @@
+"""Mixed-object workflow: state low-pass, equal weights, and the two-stage start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from ptyscope.config import ReconstructionConfig
+from ptyscope.io.datafile import write_dataset
+from ptyscope.reconstruction.constraints import StateLowPass
+from ptyscope.reconstruction.parameters import PtychoParameters
+from ptyscope.reconstruction.run import build_run, run_reconstruction
+
+from ._data import A, srtio3
+
+
+def test_state_lowpass_keeps_the_mean_and_smooth_differences() -> None:
+    _, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    smooth = 0.2 * torch.cos(2 * torch.pi * x / 16)  # period 16 px: passes a σ = 1 px filter
+    generator = torch.Generator().manual_seed(0)
+    noise = 0.05 * torch.randn(2, 1, 64, 64, generator=generator)
+    phases = torch.stack([smooth, -smooth])[:, None] + noise - noise.mean(0)
+    params = PtychoParameters(
+        torch.polar(torch.ones_like(phases), phases),
+        torch.ones(1, 8, 8, dtype=torch.complex64),
+        torch.zeros(1, 2),
+        torch.zeros(2),
+        5.0,
+    )
+    mean_before = params.object.data.mean(0).clone()
+    StateLowPass(sigma_px=(1.0, 1.0)).apply(params, 0)
+    after = params.object.data
+    torch.testing.assert_close(after.mean(0), mean_before, rtol=1e-5, atol=1e-6)
+    # The period-16 difference keeps exp(−2π²σ²/16²) = 93% of its amplitude; white pixel
+    # noise keeps Σ g² over the spectrum: 1/(4πσ²) = 8% of its power, i.e. 28% of its rms
+    # (the noise of each state, ±(n0 − n1)/2, has rms 0.05/√2).
+    difference = (after[0, 0] * after[1, 0].conj()).angle() / 2
+    kept = float((difference * torch.cos(2 * torch.pi * x / 16)).mean() * 2 / 0.2)
+    assert kept == pytest.approx(np.exp(-2 * np.pi**2 / 256), abs=0.03)
+    residual = difference - kept * 0.2 * torch.cos(2 * torch.pi * x / 16)
+    assert float(residual.std()) == pytest.approx(0.05 / np.sqrt(2) * 0.28, rel=0.15)
+
+
+def _config(tmp_path: Path, name: str, **sections: dict[str, object]) -> ReconstructionConfig:
+    raw: dict[str, dict[str, object]] = {
+        "data": {"path": str(tmp_path / "data.h5")},
+        "probe": {"defocus_ang": 60.0, "start": 1},
+        "object": {"slices": 2, "slice_thickness_ang": A},
+        "optimization": {"iterations": 4, "batch_size": None, "checkpoint_every": None},
+        "output": {"path": str(tmp_path / f"{name}.h5")},
+    }
+    for key, values in sections.items():
+        raw[key] = {**raw.get(key, {}), **values}
+    return ReconstructionConfig.model_validate(raw)
+
+
+def test_two_stage_start_takes_object_probe_and_positions(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data.h5", srtio3(2, scan_shape=8).dataset)
+    stage1 = run_reconstruction(
+        _config(tmp_path, "stage1", probe={"modes": 2}, positions={"fit": True, "start": 1}),
+        progress=False,
+        write_html_report=False,
+    )
+    config2 = _config(
+        tmp_path,
+        "stage2",
+        probe={"modes": 2, "fit": False},
+        object={"states": 3, "state_weights": "equal", "state_noise_rad": 0.02},
+        init={"result": str(stage1.result_path)},
+    )
+    run = build_run(config2)
+    params = run.setup.params
+    with h5py.File(stage1.result_path) as handle:
+        obj, probe = handle["object"][()], handle["probe"][()]
+        fitted = handle["positions_ang"][()] - handle["nominal_positions_ang"][()]
+    assert params.object.shape[0] == 3
+    ratio = params.object.detach().numpy() / obj  # exp(i φ_s), |.| = 1
+    np.testing.assert_allclose(np.abs(ratio), 1.0, atol=1e-4)
+    spread = np.angle(ratio).std(axis=(1, 2, 3))
+    np.testing.assert_allclose(spread, 0.02, rtol=0.05)  # each state its own phases
+    assert not np.allclose(np.angle(ratio[0]), np.angle(ratio[1]))
+    np.testing.assert_allclose(params.probe.detach().numpy(), probe, atol=1e-6)
+    pixel = np.asarray(run.setup.pixel_size_ang)
+    np.testing.assert_allclose(params.positions.detach().numpy() * pixel, fitted, atol=1e-5)
+    assert np.abs(fitted).max() > 1e-4  # stage 1 moved them
+    assert "state_weights" not in run.engine.settings.groups  # equal weights stay 1/N
+    assert "probe" in run.engine.settings.groups and not run.engine.settings.groups["probe"].fit
+
+
+def test_two_stage_start_rejects_mismatched_results(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data.h5", srtio3(2, scan_shape=8).dataset)
+    stage1 = run_reconstruction(
+        _config(tmp_path, "stage1", optimization={"iterations": 1}),
+        progress=False,
+        write_html_report=False,
+    )
+    wrong_modes = _config(
+        tmp_path,
+        "x",
+        probe={"modes": 3},
+        object={"states": 2},
+        init={"result": str(stage1.result_path)},
+    )
+    with pytest.raises(ValueError, match=r"set probe.modes = 1"):
+        build_run(wrong_modes)
+    wrong_slices = _config(
+        tmp_path, "x", object={"slices": 3, "states": 2}, init={"result": str(stage1.result_path)}
+    )
+    with pytest.raises(ValueError, match=r"object\.slices"):
+        build_run(wrong_slices)
+    missing = _config(tmp_path, "x", init={"result": str(tmp_path / "nothing.h5")})
+    with pytest.raises(ValueError, match=r"init\.result: cannot read"):
+        build_run(missing)
