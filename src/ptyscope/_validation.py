@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -57,12 +58,14 @@ def require_positive_pair(
 ) -> tuple[float, float]:
     """Return ``value`` as a ``(y, x)`` pair of floats > 0.
 
-    A single number (Python, NumPy or 0-dim tensor scalar) is used for both axes; a tuple
-    or list must hold exactly two.
+    A single number (Python, NumPy or 0-dim tensor scalar) is used for both axes; a tuple,
+    list or 1-D array must hold exactly two (as read back from an HDF5 attribute).
     """
     try:
         if isinstance(value, tuple | list):
             pair = tuple(value)
+        elif isinstance(value, np.ndarray) and value.ndim == 1:
+            pair = tuple(value.tolist())
         else:
             scalar = float(value)  # type: ignore[arg-type]  # NumPy/tensor scalars too
             pair = (scalar, scalar)

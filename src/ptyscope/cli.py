@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -287,7 +288,8 @@ def reconstruct(
 
 @main.group()
 def analyze() -> None:
-    """Measure a reconstruction: atomic columns and displacements, resolution."""
+    """Measure a reconstruction: atomic columns and displacements, resolution, slice
+    alignment, correlated vibrations and phonons."""
 
 
 @analyze.command("columns")
@@ -389,6 +391,155 @@ def analyze_align_command(result: Path, out_dir: Path | None, state: int) -> Non
     fy, fx = report.fitted_tilt_mrad
     click.echo(f"tilt in the result's propagator:  (θ_y, θ_x) = ({fy:+.3f}, {fx:+.3f}) mrad")
     click.echo(f"wrote {report.table}")
+
+
+def _parse_masses(
+    _context: click.Context, _parameter: click.Parameter, value: str
+) -> tuple[float, ...]:
+    try:
+        masses = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"give one mass [amu] per basis atom separated by commas, e.g. 14.007,10.81; "
+            f"got {value!r}"
+        ) from None
+    if not masses:
+        raise click.BadParameter(f"give at least one mass [amu], got {value!r}")
+    return masses
+
+
+def _parse_slices(
+    _context: click.Context, _parameter: click.Parameter, value: str | None
+) -> slice | None:
+    if value is None:
+        return None
+    parts = value.split(":")
+    try:
+        if len(parts) == 1:
+            index = int(parts[0])
+            return slice(index, index + 1)
+        if len(parts) == 2:
+            start, stop = (int(p) if p.strip() else None for p in parts)
+            return slice(start, stop)
+    except ValueError:
+        pass
+    raise click.BadParameter(
+        f"give START:STOP (0-based, STOP excluded, e.g. 2:6) or one index, got {value!r}"
+    )
+
+
+@analyze.command("vibrations")
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--temperature",
+    "--temperature-k",
+    "temperature_k",
+    type=float,
+    required=True,
+    help="Specimen temperature [K].",
+)
+@click.option(
+    "--masses",
+    "--masses-amu",
+    "masses_amu",
+    required=True,
+    callback=_parse_masses,
+    help="Mass [amu] per basis atom, brightest column first, comma-separated (e.g. "
+    "14.007,10.81): the mass moving with the column within one slice.",
+)
+@click.option(
+    "--slices",
+    default=None,
+    callback=_parse_slices,
+    help="Slices analysed, START:STOP (0-based, STOP excluded) or one index (default: all).",
+)
+@click.option(
+    "--radius",
+    "--radius-ang",
+    "radius_ang",
+    type=float,
+    default=None,
+    help="Column refinement radius [Å] (default: 0.35 × neighbour distance).",
+)
+@click.option(
+    "--pair-distance-ang",
+    type=float,
+    default=None,
+    help="Largest pair separation averaged and drawn [Å] (default: 1.2 × neighbour distance).",
+)
+@click.option(
+    "--reference",
+    "reference_ang",
+    nargs=2,
+    type=float,
+    default=None,
+    help="Y X [Å] near the reference column of the correlation figure.",
+)
+@click.option(
+    "--no-bias-correction",
+    is_flag=True,
+    help="Leave out the few-states (inverse-Wishart) correction of the frequencies.",
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def analyze_vibrations_command(
+    result: Path,
+    temperature_k: float,
+    masses_amu: tuple[float, ...],
+    slices: slice | None,
+    radius_ang: float | None,
+    pair_distance_ang: float | None,
+    reference_ang: tuple[float, float] | None,
+    no_bias_correction: bool,
+    out_dir: Path | None,
+) -> None:
+    """Correlated vibrations of RESULT's object states (CAVIAR): columns, lattice and basis
+    found automatically; Green's tensor, Debye-Waller factors and phonon branch averages
+    (CSV, NPY and PNG in --out)."""
+    from ptyscope.analysis.commands import default_folder
+    from ptyscope.analysis.vibration_command import analyze_vibrations
+
+    folder = out_dir or default_folder(result)
+    try:
+        report = analyze_vibrations(
+            result,
+            folder,
+            temperature_k=temperature_k,
+            masses_amu=masses_amu,
+            slices=slices,
+            radius_ang=radius_ang,
+            pair_distance_ang=pair_distance_ang,
+            reference_ang=reference_ang,
+            correct_bias=not no_bias_correction,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    lattice = report.lattice
+    chosen = report.slices
+    contiguous = list(chosen) == list(range(chosen[0], chosen[-1] + 1))
+    slices_text = ",".join(map(str, chosen))
+    if contiguous and len(chosen) > 2:
+        slices_text = f"{chosen[0]}-{chosen[-1]}"
+    click.echo(
+        f"{report.columns} columns, {report.states} states, slices {slices_text}; lattice "
+        f"|a| = {math.hypot(*lattice.a_ang):.4f} Å, |b| = {math.hypot(*lattice.b_ang):.4f} Å, "
+        f"{report.angle_deg:.2f}° ({report.lattice_kind})"
+    )
+    click.echo(
+        f"{'basis':<6}{'(u, v)':>16}{'phase [rad]':>13}{'mass [amu]':>12}{'columns':>9}"
+        f"{'<u_y²>, <u_x²> [pm²]':>22}{'mean B [Å²]':>13}"
+    )
+    for atom in report.basis:
+        u, v = atom.fractional
+        uy, ux = atom.mean_self_pm2
+        click.echo(
+            f"{atom.index:<6}{f'({u:.3f}, {v:.3f})':>16}{atom.mean_phase_rad:>13.3f}"
+            f"{atom.mass_amu:>12.3f}{atom.columns:>9}{f'{uy:.1f}, {ux:.1f}':>22}"
+            f"{atom.mean_b_ang2:>13.4f}"
+        )
+    path = "-".join(report.path_labels)
+    averages = ", ".join(f"{f:.2f}" for f in report.branch_averages_thz)
+    click.echo(f"branch averages along {path} ({report.cells} cells): {averages} THz")
+    click.echo(f"wrote {report.vibrations_csv.parent}")
 
 
 if __name__ == "__main__":

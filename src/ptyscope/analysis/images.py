@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
-__all__ = ["PhaseImage", "load_phase"]
+__all__ = ["PhaseImage", "load_phase", "load_phase_states"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,34 @@ class PhaseImage:
         return result
 
 
+def _open_result(result_path: str | os.PathLike[str]) -> h5py.File:
+    if not os.path.exists(result_path):
+        raise FileNotFoundError(f"result file not found: {os.fspath(result_path)!r}")
+    handle = h5py.File(result_path, "r")
+    if "object" not in handle or "positions_ang" not in handle:
+        handle.close()
+        raise ValueError(
+            f"{os.fspath(result_path)!r} is not a ptyscope result file (needs 'object' "
+            "and 'positions_ang')"
+        )
+    return handle
+
+
+def _image(handle: h5py.File, phase: np.ndarray) -> PhaseImage:
+    """``phase`` with the geometry of the result open in ``handle``."""
+    dataset = handle["object"]
+    pixel = tuple(float(v) for v in dataset.attrs["pixel_size_ang"])
+    origin = tuple(float(v) for v in dataset.attrs.get("origin_ang", (0.0, 0.0)))
+    positions = handle["positions_ang"][()]
+    low, high = positions.min(axis=0), positions.max(axis=0)
+    return PhaseImage(
+        phase,
+        (pixel[0], pixel[1]),
+        (origin[0], origin[1]),
+        (float(low[0]), float(high[0]), float(low[1]), float(high[1])),
+    )
+
+
 def load_phase(
     result_path: str | os.PathLike[str], *, state: int = 0, slice_index: int | None = None
 ) -> PhaseImage:
@@ -59,14 +88,7 @@ def load_phase(
 
     The sum is Σ_j angle(O_j), which does not wrap while each slice stays below π.
     """
-    if not os.path.exists(result_path):
-        raise FileNotFoundError(f"result file not found: {os.fspath(result_path)!r}")
-    with h5py.File(result_path, "r") as handle:
-        if "object" not in handle or "positions_ang" not in handle:
-            raise ValueError(
-                f"{os.fspath(result_path)!r} is not a ptyscope result file (needs 'object' "
-                "and 'positions_ang')"
-            )
+    with _open_result(result_path) as handle:
         dataset = handle["object"]
         states, slices = dataset.shape[:2]
         if not 0 <= state < states:
@@ -79,13 +101,53 @@ def load_phase(
                 phase += np.angle(dataset[state, j])
         else:
             phase = np.angle(dataset[state, slice_index]).astype(np.float64)
-        pixel = tuple(float(v) for v in dataset.attrs["pixel_size_ang"])
-        origin = tuple(float(v) for v in dataset.attrs.get("origin_ang", (0.0, 0.0)))
-        positions = handle["positions_ang"][()]
-    low, high = positions.min(axis=0), positions.max(axis=0)
-    return PhaseImage(
-        phase,
-        (pixel[0], pixel[1]),
-        (origin[0], origin[1]),
-        (float(low[0]), float(high[0]), float(low[1]), float(high[1])),
-    )
+        return _image(handle, phase)
+
+
+def load_phase_states(
+    result_path: str | os.PathLike[str], *, slice_indices: slice | Sequence[int] | None = None
+) -> tuple[np.ndarray, PhaseImage, tuple[int, ...]]:
+    """Phase of every object state in the chosen slices, and their projection.
+
+    Parameters
+    ----------
+    result_path:
+        A result file.
+    slice_indices:
+        The slices read, as indices or a Python ``slice`` (``slice(2, 6)``: slices 2 to 5);
+        default: all.
+
+    Returns
+    -------
+    phase : np.ndarray
+        float32 (states, len(slice_indices), ny, nx): angle(O) of each state and slice [rad].
+    image : PhaseImage
+        Σ over the chosen slices of the mean phase over states [rad], with the geometry.
+    slices : tuple[int, ...]
+        The indices of the chosen slices.
+    """
+    with _open_result(result_path) as handle:
+        dataset = handle["object"]
+        if dataset.ndim != 4:
+            raise ValueError(f"object must be (states, slices, ny, nx), got shape {dataset.shape}")
+        slices = int(dataset.shape[1])
+        if slice_indices is None:
+            chosen = list(range(slices))
+        elif isinstance(slice_indices, slice):
+            chosen = list(range(slices)[slice_indices])
+            if not chosen:
+                start, stop = slice_indices.start, slice_indices.stop
+                raise ValueError(
+                    f"slices {'' if start is None else start}:{'' if stop is None else stop} "
+                    f"select none of the result's {slices} slices (0 to {slices - 1})"
+                )
+        else:
+            chosen = [int(j) for j in slice_indices]
+        if not chosen or any(not 0 <= j < slices for j in chosen):
+            raise ValueError(
+                f"slice indices must lie in [0, {slices - 1}] (the result has {slices} "
+                f"slices), got {chosen}"
+            )
+        phase = np.stack([np.angle(dataset[:, j]).astype(np.float32) for j in chosen], axis=1)
+        projected = phase.mean(axis=0, dtype=np.float64).sum(axis=0)
+        return phase, _image(handle, projected), tuple(chosen)
