@@ -454,6 +454,11 @@ def _parse_slices(
     help="Slices analysed, START:STOP (0-based, STOP excluded) or one index (default: all).",
 )
 @click.option(
+    "--projected",
+    is_flag=True,
+    help="Analyse the phase summed over the chosen slices (thin crystals).",
+)
+@click.option(
     "--radius",
     "--radius-ang",
     "radius_ang",
@@ -486,6 +491,7 @@ def analyze_vibrations_command(
     temperature_k: float,
     masses_amu: tuple[float, ...],
     slices: slice | None,
+    projected: bool,
     radius_ang: float | None,
     pair_distance_ang: float | None,
     reference_ang: tuple[float, float] | None,
@@ -506,6 +512,7 @@ def analyze_vibrations_command(
             temperature_k=temperature_k,
             masses_amu=masses_amu,
             slices=slices,
+            projected=projected,
             radius_ang=radius_ang,
             pair_distance_ang=pair_distance_ang,
             reference_ang=reference_ang,

@@ -180,3 +180,26 @@ def test_invalid_inputs_are_clear_errors(tmp_path: Path) -> None:
         analyze_vibrations(single, tmp_path, temperature_k=300.0, masses_amu=[12.0])
     with pytest.raises(FileNotFoundError, match="result file not found"):
         analyze_vibrations(tmp_path / "none.h5", tmp_path, temperature_k=300.0, masses_amu=[1.0])
+
+
+def test_projected_analysis_measures_the_column_average(
+    analysed: tuple[VibrationData, VibrationReport], tmp_path: Path
+) -> None:
+    data, _ = analysed
+    report = analyze_vibrations(
+        data.path,
+        tmp_path,
+        temperature_k=TEMPERATURE_K,
+        masses_amu=ORDERED_MASSES,
+        projected=True,
+    )
+    assert report.slices == (0, 1)
+    table = _table(report)
+    u_true, _ = _true_displacements(data, table)
+    # The summed phase of two equal columns is centred on their mean position.
+    truth = greens_tensor(displacements(u_true.mean(axis=1)))
+    positions = np.column_stack([table["y_ang"], table["x_ang"]])
+    pairs = correlation_pairs(positions, 1.2 * A / np.sqrt(2))
+    score = similarity(pair_blocks(np.load(report.greens_npy), pairs), pair_blocks(truth, pairs))
+    assert score.csm >= 0.95
+    assert 0.85 <= score.lsm <= 1.15

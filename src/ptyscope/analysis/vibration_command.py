@@ -231,6 +231,7 @@ def analyze_vibrations(
     temperature_k: float,
     masses_amu: Sequence[float],
     slices: slice | Sequence[int] | None = None,
+    projected: bool = False,
     radius_ang: float | None = None,
     pair_distance_ang: float | None = None,
     reference_ang: Sequence[float] | None = None,
@@ -259,6 +260,10 @@ def analyze_vibrations(
     slices:
         The slices analysed: indices or a Python ``slice`` (``slice(2, 6)``: 2 to 5);
         default all. G and the frequencies are computed per slice and averaged.
+    projected:
+        Sum the phase of the chosen slices in each state and analyse that projection
+        instead (for crystals a few atoms thick, where the depth resolution cannot place
+        an atom in one slice and per-slice positions scatter).
     radius_ang:
         Disk radius of the column refinement [Å]; default 0.35 × the nearest-neighbour
         distance.
@@ -294,6 +299,8 @@ def analyze_vibrations(
     if pair_distance_ang is not None:
         require_positive("pair_distance_ang", pair_distance_ang, "Å")
     phase, image, chosen = load_phase_states(result_path, slice_indices=slices)
+    if projected:
+        phase = phase.sum(axis=1, keepdims=True)
     states = phase.shape[0]
     if states < 2:
         raise ValueError(
