@@ -11,7 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AcquisitionConfig",
@@ -357,7 +364,8 @@ class PositionsConfig(_Model):
 
 class OptimizationConfig(_Model):
     iterations: Annotated[int, Field(ge=0)] = 50
-    #: Patterns per update; omit for full batch (one update per pass over all data).
+    #: Patterns per update, or "full": one update per pass over all the data (TOML has
+    #: no null, so "full" is how a config file asks for it; it is stored as None).
     batch_size: Annotated[int, Field(ge=1)] | None = 32
     batching: Literal["random", "compact"] = "random"
     loss: Literal["amplitude", "poisson", "intensity"] = "amplitude"
@@ -369,6 +377,11 @@ class OptimizationConfig(_Model):
     #: Patterns per forward/backward chunk when accumulating a full-batch gradient.
     chunk_size: Annotated[int, Field(ge=1)] = 64
     checkpoint_every: Annotated[int, Field(ge=1)] | None = 10
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _full_batch(cls, value: object) -> object:
+        return None if value == "full" else value
 
 
 class OutputConfig(_Model):
@@ -394,7 +407,7 @@ class ReconstructionConfig(_Model):
         if self.object.states > 1 and self.optimization.batch_size is not None:
             raise ValueError(
                 "object.states > 1 needs full-batch updates (the states are only defined by "
-                "all patterns together): remove optimization.batch_size"
+                'all patterns together): set optimization.batch_size = "full"'
             )
         return self
 

@@ -115,3 +115,30 @@ def test_two_stage_start_rejects_mismatched_results(tmp_path: Path) -> None:
     missing = _config(tmp_path, "x", init={"result": str(tmp_path / "nothing.h5")})
     with pytest.raises(ValueError, match=r"init\.result: cannot read"):
         build_run(missing)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_two_stage_example_configs_are_valid(stage: int) -> None:
+    from ptyscope.config import load_config
+
+    root = Path(__file__).parents[2] / "examples"
+    config = load_config(root / f"mixed_object_stage{stage}.toml", ReconstructionConfig)
+    assert config.optimization.batch_size is None  # mixed objects need full batch
+    if stage == 2:
+        assert config.object.states >= 10 and not config.probe.fit
+        assert config.init.result is not None and config.probe.modes == 4
+
+
+def test_full_batch_is_spelled_full_in_toml(tmp_path: Path) -> None:
+    from ptyscope.config import ConfigError, load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\npath = "d.h5"\n[object]\nstates = 3\n')
+    with pytest.raises(
+        ConfigError, match=r'object\.states > 1 needs full-batch(.|\n)*batch_size = "full"'
+    ):
+        load_config(path, ReconstructionConfig)
+    path.write_text(
+        '[data]\npath = "d.h5"\n[object]\nstates = 3\n[optimization]\nbatch_size = "full"\n'
+    )
+    assert load_config(path, ReconstructionConfig).optimization.batch_size is None
