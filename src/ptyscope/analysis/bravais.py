@@ -78,12 +78,48 @@ class CrystalLattice:
         return math.degrees(math.acos(np.clip(a @ b / np.hypot(*a) / np.hypot(*b), -1.0, 1.0)))
 
 
-def _alike(
-    values: np.ndarray, first: np.ndarray, second: np.ndarray, tolerance: float
-) -> np.ndarray:
-    v, w = values[first], values[second]
-    result: np.ndarray = np.abs(v - w) <= tolerance * np.maximum(np.abs(v), np.abs(w))
-    return result
+#: Two brightness classes are separate species when their means differ by more than this
+#: many pooled within-class standard deviations (one uniform or Gaussian class split in
+#: two gives 3.5 or 2.7).
+_SPECIES_SEPARATION = 4.0
+
+
+def _species(values: np.ndarray, tolerance: float) -> np.ndarray:
+    """Brightness classes of the columns (label per column), by recursive Otsu splits.
+
+    A class is split at the threshold of largest between-class variance when both parts
+    hold at least 2 columns, their means differ by more than ``tolerance`` of the larger,
+    and by more than ``_SPECIES_SEPARATION`` pooled standard deviations: reconstructed
+    columns of one species vary by 10-20 % (edges, noise), so a fixed relative tolerance
+    alone would split or merge them.
+    """
+    labels = np.zeros(len(values), dtype=np.int64)
+    pending = [np.arange(len(values))]
+    next_label = 1
+    while pending:
+        index = pending.pop()
+        v = values[index]
+        order = np.argsort(v)
+        sorted_v = v[order]
+        n = len(v)
+        best, cut = -1.0, 0
+        for k in range(2, n - 1):
+            low, high = sorted_v[:k], sorted_v[k:]
+            score = k * (n - k) * (high.mean() - low.mean()) ** 2
+            if score > best:
+                best, cut = score, k
+        if cut == 0:
+            continue
+        low, high = sorted_v[:cut], sorted_v[cut:]
+        pooled = np.sqrt((low.var() * len(low) + high.var() * len(high)) / n)
+        gap = high.mean() - low.mean()
+        if gap <= tolerance * abs(high.mean()) or gap <= _SPECIES_SEPARATION * pooled:
+            continue
+        upper = index[order[cut:]]
+        labels[upper] = next_label
+        next_label += 1
+        pending += [index[order[:cut]], upper]
+    return labels
 
 
 def _coincidence(
@@ -93,17 +129,19 @@ def _coincidence(
     t: np.ndarray,
     box: tuple[np.ndarray, np.ndarray],
     tolerance_ang: float,
-    value_tolerance: float,
 ) -> tuple[float, int, np.ndarray]:
-    """Fraction of the testable columns that t maps onto an alike column, their number, and
-    the mean matched difference (the refined t)."""
+    """Fraction of the testable columns that t maps onto a column of the same species
+    (``values``: labels from :func:`_species`), their number, and the mean matched
+    difference (the refined t)."""
     moved = points + t
-    testable = np.all((moved >= box[0] + tolerance_ang) & (moved <= box[1] - tolerance_ang), axis=1)
+    # A column can be tested when its image lies within the columns' bounding box (grown
+    # by the tolerance: in a field a few cells wide, many images land on the edge columns).
+    testable = np.all((moved >= box[0] - tolerance_ang) & (moved <= box[1] + tolerance_ang), axis=1)
     if not testable.any():
         return 0.0, 0, t
     distance, index = tree.query(moved[testable])
     source = np.nonzero(testable)[0]
-    match = (distance <= tolerance_ang) & _alike(values, source, index, value_tolerance)
+    match = (distance <= tolerance_ang) & (values[source] == values[index])
     if not match.any():
         return 0.0, int(testable.sum()), t
     refined = np.mean(points[index[match]] - points[source[match]], axis=0)
@@ -179,8 +217,12 @@ def find_crystal_lattice(
 
     A candidate translation t (a difference between two columns near the centre of the
     field) is accepted when at least ``min_fraction`` of the columns p, for which p + t
-    lies inside the field, find a column within ``tolerance_ang`` of p + t whose value
-    differs from theirs by at most ``value_tolerance`` of the larger. The shortest
+    lies inside the field, find a column of the same species within ``tolerance_ang`` of
+    p + t. Species are brightness classes: the values are split (recursively, at the
+    threshold of largest between-class variance) where the two classes' means differ by
+    more than ``value_tolerance`` of the larger and by more than 4 pooled standard
+    deviations, so that the 10-20 % scatter of one species in a reconstruction does not
+    split it. The shortest
     accepted t and the shortest accepted one not parallel to it are a and b (in 2D the
     two successive minima of a lattice form a basis). The columns' fractional
     coordinates mod 1 are clustered (within ``tolerance_ang``); clusters with at least 30 %
@@ -188,7 +230,7 @@ def find_crystal_lattice(
     ordered by decreasing mean value. Origin, a and b are then refined by
     :func:`~ptyscope.analysis.columns.fit_lattice`.
 
-    Two species whose values differ by less than ``value_tolerance`` read as one: the
+    Two species whose values are not separated that way read as one: the
     lattice found is then that of the positions alone (e.g. a checkerboard of equal
     columns is a square lattice of the diagonal spacing, with one atom per cell).
 
@@ -206,10 +248,10 @@ def find_crystal_lattice(
     min_fraction:
         Fraction of columns a lattice translation must map onto alike columns.
     value_tolerance:
-        Largest relative difference of the values of alike columns.
+        Smallest relative difference of the mean values of two species.
     max_search_ang:
         Longest translation tried [Å]; default 6 × the nearest-neighbour distance, at
-        most half the field.
+        most 3/4 of the field.
 
     Returns
     -------
@@ -240,6 +282,7 @@ def find_crystal_lattice(
         )
     require_in_range("min_fraction", min_fraction, 0.0, 1.0)
     require_positive("value_tolerance", value_tolerance)
+    species = _species(brightness, value_tolerance)
     tree = cKDTree(points)
     nearest = float(np.median(tree.query(points, k=2)[0][:, 1]))
     if not nearest > 0:
@@ -248,7 +291,7 @@ def find_crystal_lattice(
     require_positive("tolerance_ang", tol, "Å")
     low, high = points.min(axis=0), points.max(axis=0)
     reach = 6 * nearest if max_search_ang is None else float(max_search_ang)
-    reach = min(reach, 0.5 * float(np.max(high - low)))
+    reach = min(reach, 0.75 * float(np.max(high - low)))
     require_positive("max_search_ang", reach, "Å")
 
     centres = np.argsort(np.hypot(*(points - points.mean(axis=0)).T))[: min(5, len(points))]
@@ -264,9 +307,7 @@ def find_crystal_lattice(
         if any(min(np.hypot(*(t - s)), np.hypot(*(t + s))) <= tol for s in tried):
             continue
         tried.append(t)
-        fraction, testable, refined = _coincidence(
-            points, brightness, tree, t, (low, high), tol, value_tolerance
-        )
+        fraction, testable, refined = _coincidence(points, species, tree, t, (low, high), tol)
         if testable < need or fraction < min_fraction:
             continue
         if not accepted:
