@@ -100,7 +100,13 @@ def snapshots(case: str, cells: int, states: int) -> tuple[ase.Atoms, np.ndarray
 
 
 def reconstruct(
-    root: Path, case: str, cells: int, states: int, iterations: int, every: int
+    root: Path,
+    case: str,
+    cells: int,
+    states: int,
+    iterations: int,
+    every: int,
+    optimizer: str = "adam",
 ) -> Iterator[tuple[int, Path]]:
     """Stage 1, then stage 2 in segments of ``every`` iterations (resumed exactly from its
     checkpoint); yields (stage-2 iterations done, result) after each segment."""
@@ -137,7 +143,7 @@ def reconstruct(
         "stage2",
         probe={"fit": False},
         object={"states": states, "state_weights": "equal", "state_noise_rad": 0.02},
-        optimization={"iterations": iterations},
+        optimization={"iterations": iterations, "optimizer": optimizer},
         init={"result": str(stage1.result_path)},
     )
     done, resume = 0, False
@@ -218,6 +224,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300, help="stage-2 iterations")
     parser.add_argument("--only", choices=CASES, action="append")
     parser.add_argument("--every", type=int, default=100, help="print a row every N iterations")
+    parser.add_argument(
+        "--optimizer", default="adam", choices=["adam", "sgd", "lbfgs"], help="stage 2"
+    )
     args = parser.parse_args()
     print(
         f"{'case':<11} {'iter':>5} {'LSM':>6} {'CSM':>6} {'nb/self':>8} {'B rec':>7} "
@@ -227,7 +236,13 @@ def main() -> None:
         for case in args.only or CASES:
             start = time.perf_counter()
             segments = reconstruct(
-                Path(tmp), case, args.cells, args.states, args.iterations, args.every
+                Path(tmp),
+                case,
+                args.cells,
+                args.states,
+                args.iterations,
+                args.every,
+                args.optimizer,
             )
             for done, result in segments:
                 r = analyse(result, case, args.cells, args.states)
