@@ -63,11 +63,11 @@ from ptyscope.config import ReconstructionConfig
 from ptyscope.io.datafile import write_dataset
 from ptyscope.reconstruction.run import run_reconstruction
 from ptyscope.simulation.lattice_dynamics import (
-    dynamical_matrix,
     force_constant_blocks,
+    in_plane_dispersion,
     sample_supercell,
 )
-from ptyscope.simulation.phonons import _THZ_PER_SQRT_EV_ANG2_AMU, einstein_displacements
+from ptyscope.simulation.phonons import einstein_displacements
 from ptyscope.simulation.stem4d import ProbeSettings, ScanSettings, simulate_4dstem
 
 A, C, LAYERS = 4.0, 3.0, 2
@@ -159,12 +159,7 @@ def reconstruct(
 def exact_branches(q_reduced: np.ndarray) -> np.ndarray:
     """In-plane frequencies of the harmonic model at q_z = 0, averaged per branch [THz]."""
     _, blocks = crystal()
-    q3 = np.column_stack([q_reduced[:, 0] / A, q_reduced[:, 1] / A, np.zeros(len(q_reduced))])
-    d = dynamical_matrix(blocks, q3)
-    in_plane = [0, 1, 3, 4]  # atom-major (x, y, z)
-    omega2 = np.linalg.eigvalsh(d[:, in_plane][:, :, in_plane])
-    frequencies = np.sqrt(np.clip(omega2, 0, None)) * _THZ_PER_SQRT_EV_ANG2_AMU
-    result: np.ndarray = frequencies.mean(axis=0)
+    result: np.ndarray = in_plane_dispersion(blocks, q_reduced / A).mean(axis=0)
     return result
 
 

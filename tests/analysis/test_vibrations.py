@@ -33,8 +33,8 @@ from ptyscope.analysis.vibrations import (
 )
 from ptyscope.simulation.lattice_dynamics import (
     displacement_covariance,
-    dynamical_matrix,
     force_constant_blocks,
+    in_plane_dispersion,
     sample_supercell,
 )
 from ptyscope.simulation.phonons import _THZ_PER_SQRT_EV_ANG2_AMU
@@ -64,12 +64,7 @@ def _columns(
 
 def _exact_in_plane(blocks: object, q_reduced: np.ndarray) -> np.ndarray:
     """Exact in-plane frequencies at q_z = 0 [THz]; f_a along x (lattice a), f_b along y."""
-    q3 = np.column_stack([q_reduced[:, 0] / A, q_reduced[:, 1] / A, np.zeros(len(q_reduced))])
-    d = dynamical_matrix(blocks, q3)  # rows atom-major (x, y, z)
-    in_plane = [0, 1, 3, 4]
-    omega2 = np.linalg.eigvalsh(d[:, in_plane][:, :, in_plane])
-    result: np.ndarray = np.sqrt(np.clip(omega2, 0, None)) * _THZ_PER_SQRT_EV_ANG2_AMU
-    return result
+    return in_plane_dispersion(blocks, np.asarray(q_reduced) / A)
 
 
 #: Commensurate with the 8 × 8 supercell: Γ-X-M-Γ without Γ itself.

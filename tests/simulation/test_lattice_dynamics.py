@@ -15,11 +15,16 @@ from ptyscope.simulation.lattice_dynamics import (
     displacement_covariance,
     dynamical_matrix,
     force_constant_blocks,
+    in_plane_dispersion,
     phonon_dispersion,
     q_path,
     sample_supercell,
 )
-from ptyscope.simulation.phonons import BOLTZMANN_EV_PER_K, spring_model
+from ptyscope.simulation.phonons import (
+    _THZ_PER_SQRT_EV_ANG2_AMU,
+    BOLTZMANN_EV_PER_K,
+    spring_model,
+)
 
 A_CU = 3.61  # Å, fcc Cu
 A_SC = 2.5  # Å, a simple-cubic toy lattice
@@ -209,6 +214,23 @@ def test_large_supercell_snapshot_obeys_equipartition() -> None:
     dof = 3 * len(supercell) - 3
     z = (2 * energy / (BOLTZMANN_EV_PER_K * 300.0) - dof) / math.sqrt(2 * dof)
     assert float(np.abs(z).max()) < 5.0
+
+
+def test_in_plane_branches_are_the_full_dispersion_less_the_z_branch() -> None:
+    # Tetragonal two-atom cell with atoms at z = 0: mirror z -> -z decouples u_z at q_z = 0.
+    cell = Atoms("CO", positions=[(0, 0, 0), (2, 2, 0)], cell=[4, 4, 3], pbc=True)
+    cell.set_masses([12.0, 40.0])
+    blocks = force_constant_blocks(cell, [(3.1, 4.0), (4.2, 1.5)])
+    q_xy = np.array([[0.05, 0.0], [0.125, 0.0625], [0.1, 0.1]])
+    full = phonon_dispersion(blocks, np.column_stack([q_xy, np.zeros(3)]))
+    in_plane = in_plane_dispersion(blocks, q_xy)
+    assert in_plane.shape == (3, 4)
+    d = dynamical_matrix(blocks, np.column_stack([q_xy, np.zeros(3)]))
+    z = [2, 5]
+    out_of_plane = np.sqrt(np.linalg.eigvalsh(d[:, z][:, :, z]).clip(0)) * _THZ_PER_SQRT_EV_ANG2_AMU
+    np.testing.assert_allclose(
+        np.sort(np.concatenate([in_plane, out_of_plane], axis=1), axis=1), full, rtol=1e-6
+    )
 
 
 def test_q_path_through_cubic_and_fcc_special_points() -> None:

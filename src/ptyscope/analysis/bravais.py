@@ -74,8 +74,7 @@ class CrystalLattice:
     @property
     def angle_deg(self) -> float:
         """Angle between a and b [°], in (0, 180)."""
-        a, b = np.asarray(self.lattice.a_ang), np.asarray(self.lattice.b_ang)
-        return math.degrees(math.acos(np.clip(a @ b / np.hypot(*a) / np.hypot(*b), -1.0, 1.0)))
+        return self.lattice.angle_deg
 
 
 #: Two brightness classes are separate species when their means differ by more than this

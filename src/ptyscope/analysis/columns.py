@@ -230,6 +230,12 @@ class Lattice:
         return np.column_stack([self.a_ang, self.b_ang]).astype(np.float64)
 
     @property
+    def angle_deg(self) -> float:
+        """Angle between a and b [°], in (0, 180)."""
+        a, b = np.asarray(self.a_ang), np.asarray(self.b_ang)
+        return math.degrees(math.acos(np.clip(a @ b / np.hypot(*a) / np.hypot(*b), -1.0, 1.0)))
+
+    @property
     def labels(self) -> list[str]:
         """The basis labels, in order."""
         return [label for label, _ in self.basis]

@@ -145,13 +145,7 @@ def analyze_columns(
         origin_ang=image.origin_ang,
     )
     region = image.inner_region(margin_ang)
-    inside = (
-        (peaks[:, 0] > region[0])
-        & (peaks[:, 0] < region[1])
-        & (peaks[:, 1] > region[2])
-        & (peaks[:, 1] < region[3])
-    )
-    peaks = peaks[inside]
+    peaks = peaks[image.inside(peaks, margin_ang)]
     if len(peaks) < 4:
         raise ValueError(
             f"found {len(peaks)} columns inside the scanned area less {margin_ang} Å: too "

@@ -100,12 +100,15 @@ def complete_cells(cells: np.ndarray, basis_index: np.ndarray, num_basis: int) -
     return np.array(rows, dtype=np.int64)
 
 
-def _cell_table(
-    cells: np.ndarray, basis_index: np.ndarray, num_basis: int
-) -> tuple[np.ndarray, np.ndarray]:
-    table = complete_cells(cells, basis_index, num_basis)
-    lattice_points = np.asarray(cells, dtype=np.int64)[table[:, 0]]  # (L, 2)
-    return table, lattice_points
+def _spectrum(u: np.ndarray, cells: np.ndarray, table: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """⟨ũ(q) ũ(q)†⟩ (Q, p, p) of displacements u (S, K, 2) over the complete cells
+    ``table`` (L, num_basis) of :func:`complete_cells`."""
+    points = np.asarray(cells, dtype=np.int64)[table[:, 0]]  # (L, 2) lattice points
+    per_cell = u[:, table, :].reshape(u.shape[0], table.shape[0], -1)  # (S, L, p)
+    phase = np.exp(-2j * np.pi * (q @ points.T)) / np.sqrt(table.shape[0])  # (Q, L)
+    modes = np.einsum("ql,slp->sqp", phase, per_cell)
+    result: np.ndarray = np.einsum("sqa,sqb->qab", modes, modes.conj()) / u.shape[0]
+    return result
 
 
 def displacement_spectrum(
@@ -136,12 +139,7 @@ def displacement_spectrum(
     if u.ndim != 3 or u.shape[-1] != 2:
         raise ValueError(f"displacements_ang must be (states, K, 2), got shape {u.shape}")
     q = np.asarray(q_reduced, dtype=np.float64).reshape(-1, 2)
-    table, points = _cell_table(cells, basis_index, num_basis)
-    per_cell = u[:, table, :].reshape(u.shape[0], table.shape[0], 2 * num_basis)  # (S, L, p)
-    phase = np.exp(-2j * np.pi * (q @ points.T)) / np.sqrt(table.shape[0])  # (Q, L)
-    modes = np.einsum("ql,slp->sqp", phase, per_cell)
-    result: np.ndarray = np.einsum("sqa,sqb->qab", modes, modes.conj()) / u.shape[0]
-    return result
+    return _spectrum(u, cells, complete_cells(cells, basis_index, num_basis), q)
 
 
 class Dispersion(NamedTuple):
@@ -207,8 +205,12 @@ def kong_dispersion(
     q = np.asarray(q_reduced, dtype=np.float64).reshape(-1, 2)
     if not np.all(np.isfinite(q)):
         raise ValueError("q_reduced must be finite")
-    spectrum = displacement_spectrum(displacements_ang, cells, basis_index, num_basis, q)
-    states = int(np.shape(displacements_ang)[0])
+    u = np.asarray(displacements_ang, dtype=np.float64)
+    if u.ndim != 3 or u.shape[-1] != 2:
+        raise ValueError(f"displacements_ang must be (states, K, 2), got shape {u.shape}")
+    table = complete_cells(cells, basis_index, num_basis)
+    spectrum = _spectrum(u, cells, table, q)
+    states = u.shape[0]
     p = 2 * num_basis
     if correct_bias and states - 2 - p <= 0:
         raise ValueError(
@@ -229,8 +231,7 @@ def kong_dispersion(
     omega2 = np.linalg.eigvalsh(dynamical)
     frequencies = np.sqrt(np.clip(omega2, 0.0, None)) * _THZ_PER_SQRT_EV_ANG2_AMU
     frequencies[singular] = np.nan
-    num_cells = int(complete_cells(cells, basis_index, num_basis).shape[0])
-    return Dispersion(q, frequencies, dynamical, num_cells, states)
+    return Dispersion(q, frequencies, dynamical, int(table.shape[0]), states)
 
 
 def branch_averages(dispersion: Dispersion) -> np.ndarray:

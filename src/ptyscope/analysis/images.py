@@ -38,6 +38,15 @@ class PhaseImage:
         y0, y1, x0, x1 = self.scanned_region_ang
         return (y0 + margin_ang, y1 - margin_ang, x0 + margin_ang, x1 - margin_ang)
 
+    def inside(self, positions_ang: np.ndarray, margin_ang: float) -> np.ndarray:
+        """bool (K,): which (y, x) positions [Å] lie strictly inside :meth:`inner_region`."""
+        y0, y1, x0, x1 = self.inner_region(margin_ang)
+        points = np.asarray(positions_ang)
+        result: np.ndarray = (
+            (points[:, 0] > y0) & (points[:, 0] < y1) & (points[:, 1] > x0) & (points[:, 1] < x1)
+        )
+        return result
+
     def inner_slices(self, margin_ang: float) -> tuple[slice, slice]:
         """Rows and columns of the pixels inside :meth:`inner_region`."""
         y0, y1, x0, x1 = self.inner_region(margin_ang)

@@ -24,7 +24,6 @@ Files written to ``out_dir``: ``vibrations.csv``, ``pairs.csv``, ``dispersion.cs
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -44,9 +43,15 @@ from ptyscope.report.vibration_figures import (
     greens_figure,
 )
 
-from .bravais import CrystalLattice, find_crystal_lattice, high_symmetry_path
+from .bravais import (
+    _HEXAGONAL_ANGLE_DEG,
+    _HEXAGONAL_LENGTH_FRACTION,
+    CrystalLattice,
+    find_crystal_lattice,
+    high_symmetry_path,
+)
 from .columns import Lattice, _nearest_per_site, assign_sites, find_peaks
-from .commands import link_into_report
+from .commands import _write_csv, link_into_report
 from .dispersion import Dispersion, branch_averages, kong_dispersion, reduced_path
 from .images import PhaseImage, load_phase_states
 from .vibrations import (
@@ -116,33 +121,18 @@ class VibrationReport:
     @property
     def angle_deg(self) -> float:
         """Angle between the lattice vectors a and b [°]."""
-        a, b = np.asarray(self.lattice.a_ang), np.asarray(self.lattice.b_ang)
-        return math.degrees(math.acos(np.clip(a @ b / np.hypot(*a) / np.hypot(*b), -1, 1)))
+        return self.lattice.angle_deg
 
     @property
     def lattice_kind(self) -> str:
-        """The lattice: hexagonal, square, rectangular or oblique (within 3 % and 3°)."""
+        """The lattice: hexagonal, square, rectangular or oblique (within 3 % and 3°, the
+        tolerances of the hexagonal test)."""
         if self.hexagonal:
             return "hexagonal"
-        if abs(self.angle_deg - 90.0) > 3.0:
+        if abs(self.angle_deg - 90.0) > _HEXAGONAL_ANGLE_DEG:
             return "oblique"
         ratio = math.hypot(*self.lattice.a_ang) / math.hypot(*self.lattice.b_ang)
-        return "square" if abs(ratio - 1) <= 0.03 else "rectangular"
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
-def _inside(points: np.ndarray, region: tuple[float, float, float, float]) -> np.ndarray:
-    y0, y1, x0, x1 = region
-    result: np.ndarray = (
-        (points[:, 0] > y0) & (points[:, 0] < y1) & (points[:, 1] > x0) & (points[:, 1] < x1)
-    )
-    return result
+        return "square" if abs(ratio - 1) <= _HEXAGONAL_LENGTH_FRACTION else "rectangular"
 
 
 def _masses(masses_amu: Sequence[float]) -> np.ndarray:
@@ -163,12 +153,11 @@ def _find_columns(
     """Peaks of the projected phase inside the scanned region less the margin, the median
     nearest-neighbour distance and the refinement radius [Å]."""
     pixel, origin = image.pixel_size_ang, image.origin_ang
-    region = image.inner_region(margin_ang)
     # A first pass with a small separation measures the spacing of the columns.
     coarse = find_peaks(
         image.phase_rad, pixel, min_distance_ang=max(0.5, 2 * max(pixel)), origin_ang=origin
     )
-    coarse = coarse[_inside(coarse, region)]
+    coarse = coarse[image.inside(coarse, margin_ang)]
     if len(coarse) < 4:
         raise ValueError(
             f"found {len(coarse)} columns inside the scanned area less margin_ang = "
@@ -184,7 +173,7 @@ def _find_columns(
         exclude_border_ang=radius + max(pixel),
         origin_ang=origin,
     )
-    peaks = peaks[_inside(peaks, region)]
+    peaks = peaks[image.inside(peaks, margin_ang)]
     if len(peaks) < 4:
         raise ValueError(f"found {len(peaks)} columns: too few to find a lattice")
     nearest = float(np.median(cKDTree(peaks).query(peaks, k=2)[0][:, 1]))

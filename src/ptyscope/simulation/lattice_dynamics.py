@@ -47,6 +47,7 @@ __all__ = [
     "displacement_covariance",
     "dynamical_matrix",
     "force_constant_blocks",
+    "in_plane_dispersion",
     "phonon_dispersion",
     "q_path",
     "sample_supercell",
@@ -252,6 +253,37 @@ def phonon_dispersion(blocks: ForceConstantBlocks, q_inv_ang: np.ndarray) -> np.
     scale = float(np.abs(blocks.block_ev_per_ang2).max() / blocks.masses_amu.min())
     omega2 = np.where(omega2 < _ROUNDOFF_FRACTION * scale, 0.0, omega2)
     frequencies: np.ndarray = np.sqrt(omega2) * _THZ_PER_SQRT_EV_ANG2_AMU
+    return frequencies
+
+
+def in_plane_dispersion(blocks: ForceConstantBlocks, q_xy_inv_ang: np.ndarray) -> np.ndarray:
+    """In-plane phonon frequencies ν [THz] at q_z = 0, ascending: the reference for what a
+    projection along z (columns moving in x, y) can measure.
+
+    The (x, y) rows and columns of :func:`dynamical_matrix` at (q_x, q_y, 0) are
+    diagonalised alone, which is exact when z motion decouples from in-plane motion (a
+    crystal with mirror symmetry z → −z, e.g. a tetragonal cell with atoms at z = 0).
+
+    Parameters
+    ----------
+    blocks:
+        Force constants from :func:`force_constant_blocks`.
+    q_xy_inv_ang:
+        float array (..., 2): Cartesian (q_x, q_y) [Å⁻¹, cycles].
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (..., 2n) [THz].
+    """
+    q_xy = np.asarray(q_xy_inv_ang, dtype=np.float64)
+    if q_xy.shape[-1:] != (2,):
+        raise ValueError(f"q_xy_inv_ang must be (..., 2) (q_x, q_y), got shape {q_xy.shape}")
+    q = np.concatenate([q_xy, np.zeros((*q_xy.shape[:-1], 1))], axis=-1)
+    in_plane = (3 * np.arange(blocks.num_atoms)[:, None] + np.arange(2)).ravel()  # x, y rows
+    d = dynamical_matrix(blocks, q)[..., in_plane, :][..., in_plane]
+    omega2 = np.linalg.eigvalsh(d)
+    frequencies: np.ndarray = np.sqrt(np.clip(omega2, 0.0, None)) * _THZ_PER_SQRT_EV_ANG2_AMU
     return frequencies
 
 
