@@ -31,7 +31,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import grid_sample
 
 from ptyscope._validation import require_positive
 
@@ -193,7 +193,7 @@ def project(
             # Rᵀ (r − c) + c, then Å → grid_sample's [-1, 1] (align_corners=True).
             specimen = lab @ rotations[t] + c  # row-vector form of Rᵀ r
             grid = specimen * scale - 1.0
-            sampled = F.grid_sample(
+            sampled = grid_sample(
                 source, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True
             )
             total = total + sampled[0, 0].sum(dim=0)
