@@ -19,10 +19,14 @@ Conventions (shared by every module of :mod:`ptyscope.tomography`)
   σ P). The shift s_t = (s_y, s_x) [Å] moves the projection image by +s: a feature at
   (y, x) in the unshifted projection appears at (y + s_y, x + s_x).
 
-The rotated volume is sampled by trilinear interpolation (``grid_sample``) at depth steps
-of one voxel over the box diagonal, so no part of the box is cut at any angle, and the
-sum is multiplied by v. Everything is differentiable in the volume, the angles and the
-shifts, which the joint alignment (:mod:`ptyscope.tomography.alignment`) uses.
+R_t is applied as its three factors, each a bilinear resampling in a plane: ψ turns each
+z-slice, θ turns each (z, x) plane about y while the sum over depth (steps of one voxel
+along the (z, x) diagonal, so nothing is cut at any angle; times v) projects it, and φ
+with the shift moves the 2D projection. A single-axis series (φ = ψ = 0) therefore costs
+one 2D resampling per tilt. :func:`project` is differentiable in the volume, the angles
+and the shifts (the joint alignment in :mod:`ptyscope.tomography.alignment` uses it);
+:class:`ProjectionOperator` caches the same weights as sparse matrices for fixed angles,
+about ten times faster in a volume reconstruction's inner loop.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from torch.nn.functional import grid_sample
 
 from ptyscope._validation import require_positive
 
-__all__ = ["box_center_ang", "project", "rotation_matrices"]
+__all__ = ["ProjectionOperator", "box_center_ang", "project", "rotation_matrices"]
 
 #: Voxels sampled per grid_sample call; bounds the (depth, ny, nx, 3) coordinate buffer.
 _SAMPLES_PER_CHUNK = 2**23
@@ -156,46 +160,236 @@ def project(
     c = torch.as_tensor(tuple(float(v) for v in center), dtype=dtype, device=device)
     if c.shape != (3,) or not bool(torch.isfinite(c).all()):
         raise ValueError(f"center_ang must be three finite numbers (x, y, z) [Å], got {center}")
-    rotations = rotation_matrices(euler_deg.to(device=device, dtype=dtype))
+    angles = torch.deg2rad(euler_deg.to(device=device, dtype=dtype))
     shifts = (
         torch.zeros(euler_deg.shape[0], 2, dtype=dtype, device=device)
         if shifts_ang is None
         else shifts_ang.to(device=device, dtype=dtype)
     )
-
-    # Lab-frame sample points relative to the centre: depth over the box diagonal.
-    depth_count = math.ceil(math.sqrt(nx * nx + ny * ny + nz * nz)) + 1
-    z = (torch.arange(depth_count, dtype=dtype, device=device) - (depth_count - 1) / 2) * voxel_ang
-    y = torch.arange(ny, dtype=dtype, device=device) * voxel_ang - c[1]
-    x = torch.arange(nx, dtype=dtype, device=device) * voxel_ang - c[0]
-    scale = torch.tensor(
-        [2 / ((nx - 1) * voxel_ang), 2 / ((ny - 1) * voxel_ang), 2 / ((nz - 1) * voxel_ang)],
-        dtype=dtype,
-        device=device,
-    )
-    source = volume[None, None]  # (1, 1, nz, ny, nx)
-    chunk = max(1, _SAMPLES_PER_CHUNK // (ny * nx))
+    differentiable = angles.requires_grad or shifts.requires_grad
+    grid = _Grid(nz, ny, nx, voxel_ang, c)
     projections = []
     for t in range(euler_deg.shape[0]):
-        lab_x = (x - shifts[t, 1])[None, None, :].expand(1, ny, nx)
-        lab_y = (y - shifts[t, 0])[None, :, None].expand(1, ny, nx)
-        total = volume.new_zeros(ny, nx)
-        for start in range(0, depth_count, chunk):
-            depth = z[start : start + chunk]
-            lab = torch.stack(
-                (
-                    lab_x.expand(depth.numel(), ny, nx),
-                    lab_y.expand(depth.numel(), ny, nx),
-                    depth[:, None, None].expand(depth.numel(), ny, nx),
-                ),
-                dim=-1,
-            )  # (depth, ny, nx, 3), (x, y, z) relative to c
-            # Rᵀ (r − c) + c, then Å → grid_sample's [-1, 1] (align_corners=True).
-            specimen = lab @ rotations[t] + c  # row-vector form of Rᵀ r
-            grid = specimen * scale - 1.0
-            sampled = grid_sample(
-                source, grid[None], mode="bilinear", padding_mode="zeros", align_corners=True
-            )
-            total = total + sampled[0, 0].sum(dim=0)
-        projections.append(total * voxel_ang)
+        phi, theta, psi = angles[t]
+        # R = Rz(φ) Ry(θ) Rz(ψ): ψ turns each z-slice, θ turns each (z, x) plane about y
+        # and the sum over depth projects it, φ (and the shift) move the 2D projection.
+        turned = volume
+        if differentiable or float(psi) != 0.0:
+            turned = grid.turn_slices(volume, psi)
+        image = grid.project_about_y(turned, theta)
+        if differentiable or float(phi) != 0.0 or bool(shifts[t].any()):
+            image = grid.move_image(image, phi, shifts[t])
+        projections.append(image)
     return torch.stack(projections)
+
+
+class _Grid:
+    """Source coordinates of the three steps of a projection, as fractional voxel indices.
+
+    Shared by :func:`project` (grid_sample, differentiable in angles and shifts) and
+    :class:`ProjectionOperator` (the same bilinear weights as a cached sparse matrix).
+    """
+
+    def __init__(self, nz: int, ny: int, nx: int, voxel: float, center: torch.Tensor) -> None:
+        self.shape, self.voxel = (nz, ny, nx), voxel
+        dtype, device = center.dtype, center.device
+        # Positions relative to the centre c = (cx, cy, cz) [Å].
+        self.x = torch.arange(nx, dtype=dtype, device=device) * voxel - center[0]
+        self.y = torch.arange(ny, dtype=dtype, device=device) * voxel - center[1]
+        depth = math.ceil(math.hypot(nx, nz)) + 1  # the (z, x) diagonal: nothing is cut
+        steps = torch.arange(depth, dtype=dtype, device=device) - (depth - 1) / 2
+        self.depth = steps * voxel
+        self.center = center
+
+    def index(self, position: torch.Tensor, axis: int) -> torch.Tensor:
+        """Å relative to the centre → fractional voxel index along x (0), y (1) or z (2)."""
+        return (position + self.center[axis]) / self.voxel
+
+    def normalised(self, index: torch.Tensor, axis: int) -> torch.Tensor:
+        """Fractional index → grid_sample's [-1, 1] (align_corners=True)."""
+        return index * (2.0 / (self.shape[2 - axis] - 1)) - 1.0
+
+    def slice_source(
+        self, angle: torch.Tensor, shift: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ny, nx) source (x, y) indices of each lateral pixel under Rz(angle)ᵀ after −s."""
+        x, y = self.x, self.y
+        if shift is not None:
+            x, y = x - shift[1], y - shift[0]
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        source_x = cos * x[None, :] + sin * y[:, None]
+        source_y = -sin * x[None, :] + cos * y[:, None]
+        return self.index(source_x, 0), self.index(source_y, 1)
+
+    def plane_source(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(depth, nx) source (x, z) indices of the ray samples under Ry(θ)ᵀ."""
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        x, z = self.x[None, :], self.depth[:, None]
+        # Ry(θ)ᵀ = [[c, 0, −s], [0, 1, 0], [s, 0, c]] acting on (x, y, z).
+        return self.index(cos * x - sin * z, 0), self.index(sin * x + cos * z, 2)
+
+    def _sample(
+        self, image: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor, a: int, b: int
+    ) -> torch.Tensor:
+        grid = torch.stack((self.normalised(ix, a), self.normalised(iy, b)), dim=-1)
+        grid = grid[None].expand(image.shape[0], *grid.shape)
+        return grid_sample(
+            image[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )[:, 0]
+
+    def turn_slices(self, volume: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+        """V(Rz(ψ)ᵀ (r − c) + c): every z-slice turned by ψ about (cx, cy)."""
+        return self._sample(volume, *self.slice_source(psi), 0, 1)
+
+    def project_about_y(self, volume: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """∫ V(Ry(θ)ᵀ (r − c) + c) dz · v, as (ny, nx): the y rows are independent."""
+        rows = volume.permute(1, 0, 2)  # (ny, nz, nx): a (z, x) plane per row
+        return self._sample(rows, *self.plane_source(theta), 0, 2).sum(dim=1) * self.voxel
+
+    def move_image(
+        self, image: torch.Tensor, phi: torch.Tensor, shift: torch.Tensor
+    ) -> torch.Tensor:
+        """Q(Rz(φ)ᵀ ((x, y) − s − c) + c): the projection turned by φ and moved by s."""
+        return self._sample(image[None], *self.slice_source(phi, shift), 0, 1)[0]
+
+
+def _bilinear_matrix(
+    rows: torch.Tensor, ia: torch.Tensor, ib: torch.Tensor, na: int, nb: int, n_rows: int
+) -> torch.Tensor:
+    """Sparse (n_rows, nb·na) matrix of the bilinear weights grid_sample would use.
+
+    Sample m adds to row ``rows[m]`` the image at fractional index (ib, ia), axis b slow
+    (size nb) and axis a fast (size na); corners outside the image weigh nothing (zero
+    padding), as in grid_sample with align_corners=True.
+    """
+    rows, ia, ib = rows.reshape(-1), ia.reshape(-1), ib.reshape(-1)
+    a0, b0 = torch.floor(ia), torch.floor(ib)
+    fa, fb = ia - a0, ib - b0
+    a0, b0 = a0.long(), b0.long()
+    entries = []
+    for da, db, weight in (
+        (0, 0, (1 - fa) * (1 - fb)),
+        (1, 0, fa * (1 - fb)),
+        (0, 1, (1 - fa) * fb),
+        (1, 1, fa * fb),
+    ):
+        a, b = a0 + da, b0 + db
+        keep = (a >= 0) & (a < na) & (b >= 0) & (b < nb) & (weight != 0)
+        entries.append((rows[keep], b[keep] * na + a[keep], weight[keep]))
+    r, col, w = (torch.cat(parts) for parts in zip(*entries, strict=True))
+    matrix = torch.sparse_coo_tensor(
+        torch.stack((r, col)), w, (n_rows, nb * na), check_invariants=False
+    )
+    return matrix.coalesce()
+
+
+class ProjectionOperator:
+    """:func:`project` for fixed angles and shifts, cached as sparse matrices.
+
+    The same bilinear weights as :func:`project` (equal to rounding), but each tilt's
+    sampling is built once, so a projection and its adjoint (the backward pass) are sparse
+    matrix products: several times faster in the inner loop of a volume reconstruction.
+    Differentiable in the volume only; rebuild it when angles or shifts change.
+
+    Parameters
+    ----------
+    shape:
+        (nz, ny, nx) of the volumes it will project.
+    euler_deg, voxel_ang, shifts_ang, center_ang:
+        As for :func:`project`; tensors are taken as constants.
+    device, dtype:
+        Where the matrices live; default those of ``euler_deg`` (float32 at least).
+
+    Examples
+    --------
+    >>> volume = torch.rand(6, 8, 8)
+    >>> angles = torch.tensor([[0.0, 20.0, 0.0], [10.0, -35.0, 5.0]])
+    >>> operator = ProjectionOperator(volume.shape, angles, 0.5)
+    >>> bool(torch.allclose(operator(volume), project(volume, angles, 0.5), atol=1e-5))
+    True
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        euler_deg: torch.Tensor,
+        voxel_ang: float,
+        *,
+        shifts_ang: torch.Tensor | None = None,
+        center_ang: Sequence[float] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if len(shape) != 3:
+            raise ValueError(f"shape must be (nz, ny, nx), got {tuple(shape)}")
+        nz, ny, nx = (int(n) for n in shape)
+        dtype = dtype or torch.promote_types(euler_deg.dtype, torch.float32)
+        device = torch.device(device) if device is not None else euler_deg.device
+        _check_inputs(torch.zeros(2, 2, 2, dtype=dtype), euler_deg, voxel_ang, shifts_ang)
+        if min(nz, ny, nx) < 2:
+            raise ValueError(f"shape must have every size >= 2, got {(nz, ny, nx)}")
+        center = box_center_ang((nz, ny, nx), voxel_ang) if center_ang is None else center_ang
+        c = torch.as_tensor(tuple(float(v) for v in center), dtype=torch.float64)
+        if c.shape != (3,) or not bool(torch.isfinite(c).all()):
+            raise ValueError(f"center_ang must be three finite numbers (x, y, z) [Å], got {center}")
+        self.shape, self.tilts = (nz, ny, nx), int(euler_deg.shape[0])
+        grid = _Grid(nz, ny, nx, voxel_ang, c)  # weights in float64, stored in dtype
+        angles = torch.deg2rad(euler_deg.detach().double().cpu())
+        shifts = (
+            torch.zeros(self.tilts, 2, dtype=torch.float64)
+            if shifts_ang is None
+            else shifts_ang.detach().double().cpu()
+        )
+        pixels = torch.arange(ny * nx).reshape(ny, nx)
+        self._turn: dict[int, torch.Tensor] = {}
+        self._move: dict[int, torch.Tensor] = {}
+        planes = []
+        for t in range(self.tilts):
+            phi, theta, psi = angles[t]
+            if float(psi) != 0.0:
+                ix, iy = grid.slice_source(psi)
+                self._turn[t] = _bilinear_matrix(pixels, ix, iy, nx, ny, ny * nx)
+            ix, iz = grid.plane_source(theta)
+            columns = torch.arange(nx).expand(ix.shape) + t * nx
+            planes.append(_bilinear_matrix(columns, ix, iz, nx, nz, self.tilts * nx))
+            if float(phi) != 0.0 or bool(shifts[t].any()):
+                ix, iy = grid.slice_source(phi, shifts[t])
+                self._move[t] = _bilinear_matrix(pixels, ix, iy, nx, ny, ny * nx)
+        # (tilts·nx, nz·nx): row t·nx + j sums the ray samples of column j at tilt t.
+        plane = torch.sparse_coo_tensor(
+            torch.cat([p.indices() for p in planes], dim=1),
+            torch.cat([p.values() for p in planes]) * voxel_ang,
+            (self.tilts * nx, nz * nx),
+            check_invariants=False,
+        ).coalesce()
+        self._plane = plane.to(device=device, dtype=dtype)
+        self._turn = {t: m.to(device=device, dtype=dtype) for t, m in self._turn.items()}
+        self._move = {t: m.to(device=device, dtype=dtype) for t, m in self._move.items()}
+        self._plane_rows = {t: self._plane_of(t) for t in self._turn}
+
+    def _plane_of(self, tilt: int) -> torch.Tensor:
+        nx = self.shape[2]
+        return self._plane.index_select(
+            0, torch.arange(tilt * nx, (tilt + 1) * nx, device=self._plane.device)
+        )
+
+    def __call__(self, volume: torch.Tensor) -> torch.Tensor:
+        """Projections (tilts, ny, nx) of a (nz, ny, nx) volume; differentiable in it."""
+        if tuple(volume.shape) != self.shape:
+            raise ValueError(f"volume must have shape {self.shape}, got {tuple(volume.shape)}")
+        nz, ny, nx = self.shape
+        volume = volume.to(self._plane.dtype)
+
+        def rays(plane: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            # (rows, nz·nx) @ (nz·nx, ny) → (tilts, nx, ny) → (tilts, ny, nx)
+            columns = v.permute(0, 2, 1).reshape(nz * nx, ny)
+            product: torch.Tensor = torch.sparse.mm(plane, columns)
+            return product.reshape(-1, nx, ny).transpose(1, 2)
+
+        images = list(rays(self._plane, volume).unbind(0))
+        for t, turn in self._turn.items():  # tilts with ψ ≠ 0: turn the slices first
+            turned = torch.sparse.mm(turn, volume.reshape(nz, ny * nx).T).T.reshape(nz, ny, nx)
+            images[t] = rays(self._plane_rows[t], turned)[0]
+        for t, move in self._move.items():
+            images[t] = torch.sparse.mm(move, images[t].reshape(ny * nx, 1)).reshape(ny, nx)
+        return torch.stack(images)
