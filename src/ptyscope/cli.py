@@ -286,6 +286,55 @@ def reconstruct(
         click.echo(f"report: {run.report}")
 
 
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def tomo(config: Path, quiet: bool) -> None:
+    """Tilt series → per-tilt ptychography → aligned volume → atoms, as CONFIG says.
+
+    Every tilt is reconstructed with the template config (resumable: run the command
+    again after an interruption), the summed phases are aligned jointly with the volume,
+    and atoms are traced, classified, refined and exported. Writes tomography.h5,
+    atoms.xyz/.cif and figures under the config's `output`. An annotated example is
+    examples/tomo.toml.
+    """
+    from ptyscope.config import ConfigError, TomographyConfig, load_config
+    from ptyscope.tomography.pipeline import run_tomography
+
+    try:
+        settings = load_config(config, TomographyConfig)
+    except ConfigError as exc:
+        _fail(str(exc))
+    click.echo(f"ptyscope {__version__} tomo: {settings.series.path}")
+    start = time.perf_counter()
+    try:
+        result = run_tomography(
+            settings,
+            base_dir=config.resolve().parent,
+            config_text=config.read_text(),
+            progress=not quiet,
+        )
+    except KeyboardInterrupt:
+        _fail("interrupted: finished tilts are kept; run the same command to continue")
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        _fail(str(exc))
+    metrics = result.metrics
+    click.echo(
+        "resolution per axis [Å]: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in metrics.get("resolution_ang", {}).items())
+    )
+    truth = metrics.get("ground_truth") or {}
+    if truth:
+        click.echo(
+            f"atoms vs ground truth: {truth['recall']:.1%} found, precision "
+            f"{truth['precision']:.1%}, RMSD {truth['rmsd_ang']:.3f} Å, species "
+            f"{truth['species_accuracy']:.1%}"
+        )
+    for name, path in result.files.items():
+        click.echo(f"{name}: {path}")
+    click.echo(f"done in {time.perf_counter() - start:.1f} s")
+
+
 @main.group()
 def analyze() -> None:
     """Measure a reconstruction: atomic columns and displacements, resolution, slice

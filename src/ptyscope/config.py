@@ -36,6 +36,13 @@ __all__ = [
     "SpecimenConfig",
     "TiltConfig",
     "TiltSeriesConfig",
+    "TomoAlignmentConfig",
+    "TomoAtomsConfig",
+    "TomoProjectionsConfig",
+    "TomoReconstructionConfig",
+    "TomoSeriesConfig",
+    "TomoVolumeConfig",
+    "TomographyConfig",
     "load_config",
 ]
 
@@ -419,6 +426,102 @@ class ReconstructionConfig(_Model):
                 f"(the tilt is what lines the slices up), got {self.object.slices}"
             )
         return self
+
+
+class TomoSeriesConfig(_Model):
+    """``[series]``: the tilt series and which of its tilts to use."""
+
+    #: Tilt-series HDF5 (``ptyscope simulate`` with a ``[tilt_series]`` section).
+    path: Path
+    #: Indices of the tilts to use; default all.
+    tilts: tuple[Annotated[int, Field(ge=0)], ...] | None = None
+
+
+class TomoReconstructionConfig(_Model):
+    """``[reconstruction]``: one ptychographic reconstruction per tilt."""
+
+    #: A ``ptyscope reconstruct`` TOML run on every tilt (its data.path is replaced).
+    template: Path
+    executor: Literal["sequential", "processes", "dask"] = "sequential"
+    workers: Annotated[int, Field(ge=1)] | None = None
+    #: Address of a running Dask scheduler (executor "dask"); default a LocalCluster.
+    scheduler_address: str | None = None
+    device: str = "cpu"
+
+
+class TomoProjectionsConfig(_Model):
+    """``[projections]``: summed phases on the volume's lateral grid."""
+
+    #: Voxel of the volume = pixel of the projections [Å].
+    voxel_ang: PositiveFloat = 0.4
+    #: (ny, nx) of the lateral grid; default the union of the tilts' fields.
+    shape: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] | None = None
+    #: (y, x) [Å] of lateral pixel (0, 0) in the scan frame; default the union's corner.
+    origin_ang: tuple[float, float] | None = None
+    state: Literal["mean"] | Annotated[int, Field(ge=0)] = "mean"
+    denoise: Literal["none", "tv", "nlm", "gaussian", "bm3d"] = "tv"
+    denoise_strength: PositiveFloat | None = None
+    normalize_mass: bool = True
+    #: Mask what lies outside a low-resolution volume's support (a substrate).
+    substrate_mask: bool = False
+    mask_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    mask_dilate_ang: Annotated[float, Field(ge=0)] = 1.0
+
+
+class TomoAlignmentConfig(_Model):
+    """``[alignment]``: pre-alignment, then joint refinement with the volume."""
+
+    center_of_mass: bool = True
+    common_line: bool = True
+    refine: bool = True
+    levels: tuple[Annotated[int, Field(ge=1)], ...] = (2, 1)
+    outer_iterations: Annotated[int, Field(ge=1)] = 6
+    volume_iterations: Annotated[int, Field(ge=1)] = 15
+    fit_angles: tuple[Literal["phi", "theta", "psi"], ...] = ("phi", "theta")
+    fit_shifts: bool = True
+
+
+class TomoVolumeConfig(_Model):
+    """``[volume]``: the final reconstruction."""
+
+    method: Literal["fista", "genfire"] = "fista"
+    #: nz; default max(ny, nx).
+    depth: Annotated[int, Field(ge=8)] | None = None
+    iterations: Annotated[int, Field(ge=1)] = 60
+    tv_weight: Annotated[float, Field(ge=0)] = 0.0
+    gaussian_sigma_ang: Annotated[float, Field(ge=0)] = 0.0
+    positivity: bool = True
+
+
+class TomoAtomsConfig(_Model):
+    """``[atoms]``: tracing, species, refinement and lattice registration."""
+
+    trace: bool = True
+    min_distance_ang: PositiveFloat = 1.8
+    threshold_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    #: Peaks closer than this to a face of the volume [Å] are dropped (box artefacts).
+    edge_margin_ang: Annotated[float, Field(ge=0)] = 1.0
+    #: Species names, lightest (weakest) first; their count is the number of classes.
+    symbols: tuple[str, ...] = ("Fe", "Pt")
+    #: Refine positions (and species amplitudes) against the projections.
+    refine: bool = True
+    #: Register to a crystal lattice when both are given.
+    lattice_constant_ang: PositiveFloat | None = None
+    structure: Literal["fcc", "L1_0", "L1_2"] | None = None
+
+
+class TomographyConfig(_Model):
+    """``ptyscope tomo tomo.toml``: tilt series → per-tilt ptychography → aligned volume →
+    atoms."""
+
+    series: TomoSeriesConfig
+    reconstruction: TomoReconstructionConfig
+    projections: TomoProjectionsConfig = TomoProjectionsConfig()
+    alignment: TomoAlignmentConfig = TomoAlignmentConfig()
+    volume: TomoVolumeConfig = TomoVolumeConfig()
+    atoms: TomoAtomsConfig = TomoAtomsConfig()
+    #: Folder for per-tilt results, the tomography result, atoms and figures.
+    output: Path = Path("tomography")
 
 
 def _location(error: dict[str, object]) -> str:
