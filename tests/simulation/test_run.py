@@ -173,3 +173,18 @@ def _write(folder: Path, text: str) -> Path:
     path = folder / "sim.toml"
     path.write_text(text)
     return path
+
+
+def test_tomography_examples_validate() -> None:
+    import tomllib
+
+    from ptyscope.config import ReconstructionConfig, TomographyConfig
+
+    tomo = load_config(EXAMPLE.with_name("tomo.toml"), TomographyConfig)
+    assert tomo.atoms.symbols == ("Cu", "Au")
+    assert tomo.reconstruction.template.name == "tomo_tilt.toml"
+    text = EXAMPLE.with_name("tomo_tilt.toml").read_text()
+    template = ReconstructionConfig.model_validate(
+        {"data": {"path": "tilt.h5"}} | tomllib.loads(text)
+    )
+    assert template.object.slices * template.object.slice_thickness_ang == 24.0
