@@ -85,17 +85,6 @@ def clean(fept: ase.Atoms) -> np.ndarray:
     return _volume(fept)
 
 
-def _is_cube_symmetry(matrix: np.ndarray) -> bool:
-    """Whether ``matrix`` is one of the 24 rotations of a cube (a signed permutation)."""
-    rounded = np.round(matrix)
-    return bool(
-        np.allclose(matrix, rounded, atol=2e-3)
-        and np.all(np.abs(rounded).sum(axis=0) == 1)
-        and np.all(np.abs(rounded).sum(axis=1) == 1)
-        and round(np.linalg.det(rounded)) == 1
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # trace_atoms
 
