@@ -39,6 +39,7 @@ from ptyscope.config import (
     TomoAlignmentConfig,
     TomoAtomsConfig,
     TomographyConfig,
+    TomoProjectionsConfig,
     TomoVolumeConfig,
 )
 from ptyscope.io.atomic import atomic_path
@@ -54,7 +55,14 @@ from .alignment import (
 from .atoms import classify_species, match_atoms, trace_atoms, write_atoms
 from .genfire import genfire_reconstruct
 from .lattice import register_to_lattice
-from .projections import denoise, normalize_mass, projection_stack, summed_phase
+from .projections import (
+    apply_mask,
+    denoise,
+    normalize_mass,
+    projection_stack,
+    substrate_mask,
+    summed_phase,
+)
 from .projector import project
 from .resolution import axis_spectra, fsc
 from .runner import reconstruct_tilt_series
@@ -241,6 +249,7 @@ def _figures(
     history: Any,
     symbols: tuple[str, ...],
 ) -> None:
+    from ptyscope.report import tomography_atoms_figures as atoms_figures
     from ptyscope.report import tomography_figures as figures
 
     folder = out / "figures"
@@ -272,7 +281,7 @@ def _figures(
         ),
     }
     if history:
-        drawn["alignment"] = figures.alignment_figure(
+        drawn["alignment"] = atoms_figures.alignment_figure(
             history,
             result.euler_nominal_deg,
             result.euler_deg,
@@ -280,7 +289,9 @@ def _figures(
             result.shifts_ang,
         )
     if result.positions_ang is not None and result.labels is not None:
-        drawn["atoms"] = figures.atoms_figure(result.positions_ang, result.labels, list(symbols))
+        drawn["atoms"] = atoms_figures.atoms_figure(
+            result.positions_ang, result.labels, list(symbols)
+        )
     for name, figure in drawn.items():
         path = folder / f"{name}.png"
         figures.save_figure(figure, path)
@@ -297,6 +308,7 @@ def tomography_from_projections(
     volume: TomoVolumeConfig,
     atoms: TomoAtomsConfig,
     origin_ang: tuple[float, float] = (0.0, 0.0),
+    mask: TomoProjectionsConfig | None = None,
 ) -> tuple[TomographyResult, Any, Any, list[dict[str, float]]]:
     """Alignment, volume, resolution and atoms from projections on the volume's grid.
 
@@ -311,6 +323,9 @@ def tomography_from_projections(
         float (tilts, 3): nominal (φ, θ, ψ) [deg].
     alignment, volume, atoms:
         The config sections.
+    mask:
+        The ``[projections]`` section when its substrate mask is wanted (applied after
+        the pre-alignment).
 
     Returns
     -------
@@ -332,6 +347,27 @@ def tomography_from_projections(
         # Keep the centre-of-mass shift across the axis, the common line's along it.
         shifts = shifts - (shifts @ axis)[:, None] * axis + along
     start = shifts.clone()
+    if mask is not None and mask.substrate_mask:
+        # Romanov 2025, Fig. S3: the particle's support in a smooth low-resolution volume,
+        # projected at every tilt; what lies outside (substrate) is set to zero.
+        low = reconstruct_volume(
+            data,
+            euler.float(),
+            voxel_ang,
+            depth=volume.depth,
+            shifts_ang=shifts.float(),
+            weights=w,
+            settings=VolumeSettings(iterations=20, gaussian_sigma_ang=1.0),
+        ).volume
+        support = substrate_mask(
+            low.numpy(),
+            voxel_ang,
+            nominal,
+            threshold=mask.mask_threshold,
+            dilate_ang=mask.mask_dilate_ang,
+            shifts_ang=shifts.numpy(),
+        )
+        data = torch.as_tensor(apply_mask(data.numpy(), support), dtype=torch.float32)
     history: list[dict[str, float]] = []
     if alignment.refine:
         aligned = refine_alignment(
@@ -362,9 +398,10 @@ def tomography_from_projections(
             threshold_fraction=atoms.threshold_fraction,
         )
         extent = np.array(grid.shape[::-1], dtype=np.float64) * voxel_ang  # x, y, z
-        low, high = atoms.edge_margin_ang - voxel_ang / 2, extent - voxel_ang / 2
+        lowest = atoms.edge_margin_ang - voxel_ang / 2
+        highest = extent - voxel_ang / 2 - atoms.edge_margin_ang
         inside = np.all(
-            (traced.positions_ang >= low) & (traced.positions_ang <= high - atoms.edge_margin_ang),
+            (traced.positions_ang >= lowest) & (traced.positions_ang <= highest),
             axis=1,
         )
         positions = traced.positions_ang[inside]
@@ -482,6 +519,7 @@ def run_tomography(
         volume=config.volume,
         atoms=config.atoms,
         origin_ang=origin,
+        mask=config.projections,
     )
     if result.positions_ang is not None and result.labels is not None:
         frame = result.positions_ang + np.array([origin[1], origin[0], 0.0])
