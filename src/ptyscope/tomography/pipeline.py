@@ -133,19 +133,28 @@ def _volume(
     shifts: torch.Tensor,
     voxel: float,
     settings: TomoVolumeConfig,
+    metrics: dict[str, Any] | None = None,
 ) -> torch.Tensor:
+    """The volume by the configured method; GENFIRE's final R_free goes into ``metrics``.
+
+    GENFIRE takes no per-pixel weights: pixels without data must hold 0 (they do after
+    :func:`_projections`).
+    """
     if settings.method == "genfire":
         # GENFIRE grids centred projections: apply the shifts first (move by −s).
         centred = project_shift(data, -shifts, voxel)
         depth = settings.depth or data.shape[-1]
-        return genfire_reconstruct(
+        genfire = genfire_reconstruct(
             centred,
             euler,
             voxel,
             shape=(depth, *data.shape[-2:]),
             iterations=settings.iterations,
             positivity=settings.positivity,
-        ).volume
+        )
+        if metrics is not None and len(genfire.rfree):
+            metrics["rfree"] = float(genfire.rfree[-1])
+        return genfire.volume
     return reconstruct_volume(
         data,
         euler.float(),
@@ -388,7 +397,8 @@ def tomography_from_projections(
         euler, shifts, history = aligned.euler_deg, aligned.shifts_ang, aligned.history
 
     positions = labels = None
-    rho = _volume(data, w, euler, shifts, voxel_ang, volume)
+    metrics: dict[str, Any] = {}
+    rho = _volume(data, w, euler, shifts, voxel_ang, volume, metrics)
     if atoms.trace:
         grid = rho.cpu().numpy()
         traced = trace_atoms(
@@ -427,7 +437,7 @@ def tomography_from_projections(
             )
             positions, euler, shifts = refined.positions_ang, refined.euler_deg, refined.shifts_ang
             history += [dict(entry, level=0.0) for entry in refined.history]
-            rho = _volume(data, w, euler, shifts, voxel_ang, volume)
+            rho = _volume(data, w, euler, shifts, voxel_ang, volume, metrics)
 
     result = TomographyResult(
         volume=rho.cpu().numpy(),
@@ -445,6 +455,7 @@ def tomography_from_projections(
     result.reprojections = (
         project(rho.float(), euler.float(), voxel_ang, shifts_ang=shifts.float()).cpu().numpy()
     )
+    result.metrics.update(metrics)
     result.metrics["reprojection_residual"] = float(
         np.sqrt((result.weights * (result.reprojections - result.projections) ** 2).sum())
         / np.sqrt((result.weights * result.projections**2).sum())
