@@ -42,6 +42,7 @@ __all__ = [
     "find_peaks",
     "fit_lattice",
     "integrated_intensity",
+    "kmeans_1d",
     "lattice_sites",
     "srtio3_lattice",
 ]
@@ -615,20 +616,25 @@ def classify_by_intensity(
         raise ValueError(
             f"n_classes must be <= the number of positions ({values.size}), got {n_classes}"
         )
-    centroids = np.quantile(values, (np.arange(n_classes) + 0.5) / n_classes)
+    return kmeans_1d(values, n_classes, max_iter)
+
+
+def kmeans_1d(values: np.ndarray, k: int, max_iter: int = 100) -> np.ndarray:
+    """Lloyd's k-means of 1D values from the (c + ½)/k quantiles.
+
+    Returns int64 labels 0 … k − 1 ordered by increasing class mean (0: the weakest).
+    """
+    centroids = np.quantile(values, (np.arange(k) + 0.5) / k)
     labels = np.zeros(values.size, dtype=np.int64)
     for _ in range(max_iter):
         labels = np.argmin(np.abs(values[:, None] - centroids[None, :]), axis=1)
         updated = np.array(
-            [
-                values[labels == c].mean() if np.any(labels == c) else centroids[c]
-                for c in range(n_classes)
-            ]
+            [values[labels == c].mean() if np.any(labels == c) else centroids[c] for c in range(k)]
         )
         if np.array_equal(updated, centroids):
             break
         centroids = updated
-    rank = np.empty(n_classes, dtype=np.int64)
-    rank[np.argsort(centroids, kind="stable")] = np.arange(n_classes)
+    rank = np.empty(k, dtype=np.int64)
+    rank[np.argsort(centroids, kind="stable")] = np.arange(k)
     result: np.ndarray = rank[labels]
     return result

@@ -57,6 +57,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ptyscope._validation import require_finite, require_in_range, require_positive
+from ptyscope.analysis.columns import kmeans_1d
 from ptyscope.io.atomic import atomic_path
 
 __all__ = [
@@ -458,24 +459,6 @@ def _sample(data: np.ndarray, v: float, positions: np.ndarray, offsets: np.ndarr
     return result
 
 
-def _kmeans_1d(values: np.ndarray, k: int, max_iter: int = 100) -> np.ndarray:
-    """Lloyd's k-means in 1D from the (c + ½)/k quantiles; classes by increasing mean."""
-    centroids = np.quantile(values, (np.arange(k) + 0.5) / k)
-    labels = np.zeros(values.size, dtype=np.int64)
-    for _ in range(max_iter):
-        labels = np.argmin(np.abs(values[:, None] - centroids[None, :]), axis=1)
-        updated = np.array(
-            [values[labels == c].mean() if np.any(labels == c) else centroids[c] for c in range(k)]
-        )
-        if np.array_equal(updated, centroids):
-            break
-        centroids = updated
-    rank = np.empty(k, dtype=np.int64)
-    rank[np.argsort(centroids, kind="stable")] = np.arange(k)
-    result: np.ndarray = rank[labels]
-    return result
-
-
 def classify_species(
     volume: np.ndarray,
     voxel_ang: float,
@@ -547,7 +530,7 @@ def classify_species(
 
     sphere = _sphere_offsets(float(radius_ang) / v) * v
     intensity = _sample(data, v, points, sphere).sum(axis=1) * v**3
-    initial = _kmeans_1d(intensity, species)
+    initial = kmeans_1d(intensity, species)
     profiles = _sample(data, v, points, _cube_offsets(half, v))
     labels = initial.copy()
     means = np.full((species, profiles.shape[1]), np.nan)
