@@ -17,7 +17,7 @@ value is added. Three runs, each printing its figures:
   ratio is compared with Radermacher's missing-wedge elongation for the tilt range.
 
 ``--ptycho N`` adds a reduced series through 4D-STEM simulation and per-tilt
-ptychography (N tilts over ±60°) with the whole ``ptyscope tomo`` pipeline.
+ptychography (N tilts over ±``--ptycho-range``, default 70°) with the whole ``ptyscope tomo`` pipeline.
 
 Run: ``python validation/tomography.py [--radius 10] [--tilts 29] [--noise 0.01]
 [--blur 0.5] [--only known|perturbed] [--ptycho 7]``.
@@ -178,12 +178,12 @@ def ptycho(args: argparse.Namespace) -> None:
 
     atoms = particle(args.ptycho_radius)
     side = float(atoms.cell.lengths()[0])
-    tilts = np.linspace(-60.0, 60.0, args.ptycho)
+    tilts = np.linspace(-args.ptycho_range, args.ptycho_range, args.ptycho)
     start = time.perf_counter()
     simulated = simulate_tilt_series(
         atoms,
         [(0.0, t, 0.0) for t in tilts],
-        ProbeSettings(300e3, 25.0, {"defocus": 30.0}),
+        ProbeSettings(300e3, 25.0, {"defocus": 60.0}),
         ScanSettings((int(side) - 1, int(side) - 1), (1.0, 1.0), origin_ang=(1.0, 1.0)),
         sampling_ang=0.15,
         window_ang=9.6,
@@ -196,13 +196,14 @@ def ptycho(args: argparse.Namespace) -> None:
         f"ptychographic series: {len(tilts)} tilts simulated in {time.perf_counter() - start:.0f} s"
     )
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
+        root = Path(args.ptycho_out or folder)
+        root.mkdir(parents=True, exist_ok=True)
         write_tilt_series(
             root / "series.h5", simulated.datasets, simulated.euler_deg, simulated.ground_truth
         )
         slices = max(1, round(side / 4.0))
         (root / "tilt.toml").write_text(
-            f"[probe]\ndefocus_ang = 30.0\nstart = 3\n[object]\nslices = {slices}\n"
+            f"[probe]\ndefocus_ang = 60.0\nstart = 3\n[object]\nslices = {slices}\n"
             f"slice_thickness_ang = {side / slices}\n[optimization]\niterations = "
             f"{args.ptycho_iterations}\nbatch_size = 16\n"
         )
@@ -237,7 +238,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("known", "perturbed"), default=None)
     parser.add_argument("--ptycho", type=int, default=0, help="tilts of the ptychographic series")
     parser.add_argument("--ptycho-radius", type=float, default=5.0)
-    parser.add_argument("--ptycho-iterations", type=int, default=40)
+    parser.add_argument("--ptycho-range", type=float, default=70.0, help="± tilt range [deg]")
+    parser.add_argument("--ptycho-iterations", type=int, default=80)
+    parser.add_argument("--ptycho-out", default=None, help="keep the series and results here")
     run(parser.parse_args())
 
 
