@@ -17,7 +17,8 @@ value is added. Three runs, each printing its figures:
   ratio is compared with Radermacher's missing-wedge elongation for the tilt range.
 
 ``--ptycho N`` adds a reduced series through 4D-STEM simulation and per-tilt
-ptychography (N tilts over ±``--ptycho-range``, default 70°) with the whole ``ptyscope tomo`` pipeline.
+ptychography (N tilts over ±``--ptycho-range``, default 70°) with the whole
+``ptyscope tomo`` pipeline.
 
 Run: ``python validation/tomography.py [--radius 10] [--tilts 29] [--noise 0.01]
 [--blur 0.5] [--only known|perturbed] [--ptycho 7]``.
