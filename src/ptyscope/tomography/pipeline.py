@@ -68,7 +68,13 @@ from .resolution import axis_spectra, fsc
 from .runner import reconstruct_tilt_series
 from .volume import VolumeSettings, reconstruct_volume
 
-__all__ = ["TomographyResult", "run_tomography", "tomography_from_projections"]
+__all__ = [
+    "TomographyResult",
+    "ground_truth_metrics",
+    "project_shift",
+    "run_tomography",
+    "tomography_from_projections",
+]
 
 RESULT_FORMAT = "ptyscope-tomography"
 
@@ -181,7 +187,7 @@ def project_shift(images: torch.Tensor, shifts_ang: torch.Tensor, voxel_ang: flo
     return moved.to(images.dtype)
 
 
-def _ground_truth_metrics(
+def ground_truth_metrics(
     series_path: Path,
     positions: np.ndarray,
     labels: np.ndarray,
@@ -539,7 +545,7 @@ def run_tomography(
             path = out / f"atoms.{suffix}"
             write_atoms(path, frame, result.labels, list(config.atoms.symbols), cell_ang=cell)
             result.files[f"atoms_{suffix}"] = path
-        result.metrics["ground_truth"] = _ground_truth_metrics(
+        result.metrics["ground_truth"] = ground_truth_metrics(
             series, result.positions_ang, result.labels, config.atoms.symbols, origin
         )
     _figures(out, result, spectra, curve, history, config.atoms.symbols)
