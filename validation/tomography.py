@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> None:
         f"{VOXEL_ANG} Å; {args.tilts} tilts ±70°; blur {args.blur} Å; noise {args.noise}"
     )
     volume_config = TomoVolumeConfig(iterations=60)
-    atoms_config = TomoAtomsConfig(min_distance_ang=1.8, symbols=SYMBOLS)
+    atoms_config = TomoAtomsConfig(
+        min_distance_ang=1.8, symbols=SYMBOLS, lattice_constant_ang=3.85, structure="L1_0"
+    )
 
     def series(true_euler: np.ndarray, true_shifts: np.ndarray) -> np.ndarray:
         clean = project(
@@ -134,6 +136,7 @@ def run(args: argparse.Namespace) -> None:
         )
         print(f"known angles ({time.perf_counter() - start:.0f} s):")
         atom_figures(result, atoms, "atoms")
+        print(f"  lattice registration (L1_0, a = 3.85 Å): {result.metrics.get('lattice')}")
         rms = spectra.rms_frequency_inv_ang
         print(
             f"  resolution: RMS frequency x {rms['x']:.3f}, y {rms['y']:.3f}, z {rms['z']:.3f} "
