@@ -38,7 +38,7 @@ from ptyscope.config import TomoAlignmentConfig, TomoAtomsConfig, TomoVolumeConf
 from ptyscope.simulation.specimens import ordered_alloy_cluster, rotate_atoms
 from ptyscope.simulation.tilt_series import potential_volume
 from ptyscope.tomography.alignment import rotation_errors_deg, translation_modes
-from ptyscope.tomography.atoms import match_atoms
+from ptyscope.tomography.atoms import match_atoms_translated
 from ptyscope.tomography.pipeline import tomography_from_projections
 from ptyscope.tomography.projector import project
 from ptyscope.tomography.resolution import missing_wedge_elongation
@@ -67,12 +67,8 @@ def labels_of(atoms) -> np.ndarray:
 def atom_figures(result, atoms, tag: str) -> None:
     truth, true_labels = np.asarray(atoms.positions), labels_of(atoms)
     found = result.positions_ang
-    offset = np.zeros(3)
-    for _ in range(3):  # the translation gauge of a refined alignment
-        match = match_atoms(found + offset, truth, max_distance_ang=1.0)
-        offset = offset - match.mean_offset_ang
-    match = match_atoms(
-        found + offset,
+    match, offset = match_atoms_translated(  # the translation gauge of a refined alignment
+        found,
         truth,
         max_distance_ang=1.0,
         found_labels=result.labels,

@@ -28,6 +28,7 @@ from ptyscope.simulation.tilt_series import potential_volume
 from ptyscope.tomography.atoms import (
     classify_species,
     match_atoms,
+    match_atoms_translated,
     trace_atoms,
     write_atoms,
 )
@@ -361,3 +362,17 @@ def test_write_atoms_bad_input(tmp_path, kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         write_atoms(**arguments, cell_ang=cell)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_match_atoms_translated_removes_a_common_offset() -> None:
+    rng = np.random.default_rng(7)
+    true = rng.uniform(0.0, 20.0, size=(60, 3))
+    true = true[
+        np.all(np.linalg.norm(true[:, None] - true[None], axis=-1) + 9 * np.eye(60) > 2.0, axis=1)
+    ]
+    shift = np.array([0.4, -0.3, 0.25])  # Å, below the match radius
+    found = true + shift + rng.normal(0.0, 0.02, true.shape)
+    match, offset = match_atoms_translated(found, true, max_distance_ang=1.0)
+    np.testing.assert_allclose(offset, -shift, atol=0.01)
+    assert match.recall == 1.0
+    assert match.rmsd_ang < 0.05  # the 0.02 Å per-axis jitter: 0.035 Å RMS in 3D

@@ -66,6 +66,7 @@ __all__ = [
     "TracedAtoms",
     "classify_species",
     "match_atoms",
+    "match_atoms_translated",
     "trace_atoms",
     "write_atoms",
 ]
@@ -699,6 +700,38 @@ def _cell(cell_ang: float | Sequence[float] | np.ndarray) -> np.ndarray:
             f"volume, got {cell_ang!r}"
         )
     return cell
+
+
+def match_atoms_translated(
+    found: np.ndarray,
+    true: np.ndarray,
+    *,
+    max_distance_ang: float,
+    initial_offset_ang: np.ndarray | None = None,
+    rounds: int = 3,
+    found_labels: np.ndarray | None = None,
+    true_labels: np.ndarray | None = None,
+) -> tuple[AtomMatch, np.ndarray]:
+    """:func:`match_atoms` after the common translation that a reconstruction leaves free.
+
+    Starting from ``initial_offset_ang`` (x, y, z) [Å] (none by default), the offset is
+    moved ``rounds`` times by minus the mean offset of the matched pairs, then the final
+    match is made with the labels. Returns the match and the offset added to ``found``.
+    """
+    offset = np.zeros(3) if initial_offset_ang is None else np.asarray(initial_offset_ang, float)
+    for _ in range(rounds):
+        match = match_atoms(found + offset, true, max_distance_ang=max_distance_ang)
+        if len(match.pairs) == 0:
+            break
+        offset = offset - match.mean_offset_ang
+    match = match_atoms(
+        found + offset,
+        true,
+        max_distance_ang=max_distance_ang,
+        found_labels=found_labels,
+        true_labels=true_labels,
+    )
+    return match, offset
 
 
 def write_atoms(

@@ -52,7 +52,7 @@ from .alignment import (
     refine_alignment,
     refine_alignment_with_atoms,
 )
-from .atoms import classify_species, match_atoms, trace_atoms, write_atoms
+from .atoms import classify_species, match_atoms_translated, trace_atoms, write_atoms
 from .genfire import genfire_reconstruct
 from .lattice import register_to_lattice
 from .projections import (
@@ -168,13 +168,17 @@ def _volume(
         depth=settings.depth,
         shifts_ang=shifts.float(),
         weights=weights,
-        settings=VolumeSettings(
-            iterations=settings.iterations,
-            positivity=settings.positivity,
-            tv_weight=settings.tv_weight,
-            gaussian_sigma_ang=settings.gaussian_sigma_ang,
-        ),
+        settings=_volume_settings(settings),
     ).volume
+
+
+def _volume_settings(settings: TomoVolumeConfig) -> VolumeSettings:
+    return VolumeSettings(
+        iterations=settings.iterations,
+        positivity=settings.positivity,
+        tv_weight=settings.tv_weight,
+        gaussian_sigma_ang=settings.gaussian_sigma_ang,
+    )
 
 
 def project_shift(images: torch.Tensor, shifts_ang: torch.Tensor, voxel_ang: float) -> torch.Tensor:
@@ -209,16 +213,11 @@ def ground_truth_metrics(
     true_labels = np.array([lookup.get(int(z), -1) for z in numbers]) if numbers.size else None
     # Our frame: x, y from the lateral grid's origin; z of the box. Remove the offset.
     found = positions + np.array([origin[1], origin[0], 0.0])
-    offset = true_positions.mean(axis=0) - found.mean(axis=0)
-    for _ in range(3):
-        match = match_atoms(found + offset, true_positions, max_distance_ang=1.0)
-        if len(match.pairs) == 0:
-            break
-        offset = offset + match.mean_offset_ang * -1.0
-    match = match_atoms(
-        found + offset,
+    match, offset = match_atoms_translated(
+        found,
         true_positions,
         max_distance_ang=1.0,
+        initial_offset_ang=true_positions.mean(axis=0) - found.mean(axis=0),
         found_labels=labels,
         true_labels=true_labels,
     )
@@ -398,13 +397,17 @@ def tomography_from_projections(
                 volume_iterations=alignment.volume_iterations,
                 fit_angles=alignment.fit_angles,
                 fit_shifts=alignment.fit_shifts,
+                volume=_volume_settings(volume),
             ),
         )
         euler, shifts, history = aligned.euler_deg, aligned.shifts_ang, aligned.history
 
     positions = labels = None
     metrics: dict[str, Any] = {}
-    rho = _volume(data, w, euler, shifts, voxel_ang, volume, metrics)
+    if alignment.refine and volume.method == "fista":
+        rho = aligned.volume  # reconstructed with these angles, shifts and settings
+    else:
+        rho = _volume(data, w, euler, shifts, voxel_ang, volume, metrics)
     if atoms.trace:
         grid = rho.cpu().numpy()
         traced = trace_atoms(
