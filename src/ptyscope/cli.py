@@ -241,8 +241,14 @@ def preprocess(config: Path) -> None:
 @click.option("--device", default=None, help="'auto', 'cpu', 'cuda' or 'cuda:N' (overrides).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--no-report", is_flag=True, help="Skip the HTML report (the result is complete).")
 def reconstruct(
-    config: Path, resume: bool, device: str | None, output: Path | None, quiet: bool
+    config: Path,
+    resume: bool,
+    device: str | None,
+    output: Path | None,
+    quiet: bool,
+    no_report: bool,
 ) -> None:
     """Reconstruct a 4D-STEM dataset as the TOML file CONFIG says.
 
@@ -252,6 +258,7 @@ def reconstruct(
     """
     from ptyscope._device import resolve_device
     from ptyscope.config import ConfigError, ReconstructionConfig, load_config
+    from ptyscope.reconstruction.engine import NumericalError
     from ptyscope.reconstruction.run import run_reconstruction
 
     try:
@@ -270,11 +277,16 @@ def reconstruct(
             resume=resume,
             progress=not quiet,
             output=output,
+            write_html_report=not no_report,
         )
     except KeyboardInterrupt:
         _fail("interrupted: checkpoint written; continue with --resume")
+    except NumericalError as exc:
+        _fail(f"{exc} The checkpoint holds that state; lower the learning rates and start again.")
     except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as exc:
         _fail(str(exc))
+    for event in run.engine.events:
+        click.echo(f"note: iteration {event.iteration}: {event.kind}: {event.message}")
     history = run.engine.history
     click.echo(
         f"{run.engine.iteration} iterations, final loss {history.loss[-1]:.5g}"

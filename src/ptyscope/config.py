@@ -384,6 +384,12 @@ class OptimizationConfig(_Model):
     #: Patterns per forward/backward chunk when accumulating a full-batch gradient.
     chunk_size: Annotated[int, Field(ge=1)] = 64
     checkpoint_every: Annotated[int, Field(ge=1)] | None = 10
+    #: Deterministic kernels on CUDA (slower scatter-adds), so reruns are bit-identical
+    #: there too; CPU runs are bit-identical for the same seed and thread count anyway.
+    deterministic: bool = False
+    #: NaN/Inf guard: failed attempts at one iteration (each rolled back with the learning
+    #: rates halved) before the run stops with the last good state.
+    max_rollbacks: Annotated[int, Field(ge=0)] = 3
 
     @field_validator("batch_size", mode="before")
     @classmethod

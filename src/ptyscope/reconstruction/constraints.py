@@ -170,10 +170,13 @@ class PositionLimit(Constraint):
     def apply(self, params: PtychoParameters, iteration: int) -> None:
         correction = params.positions.data
         if self.remove_affine:
-            nominal = params.nominal_positions_px
+            # In float64: LAPACK's result can change in the last bit with the memory
+            # alignment of its input, which would make a resumed run differ from an
+            # uninterrupted one; rounded to float32 such differences vanish.
+            nominal = params.nominal_positions_px.double()
             design = torch.cat(
                 (torch.ones_like(nominal[:, :1]), nominal - nominal.mean(dim=0)), dim=1
             )
-            solution = torch.linalg.lstsq(design, correction).solution
-            correction.sub_(design @ solution)
+            solution = torch.linalg.lstsq(design, correction.double()).solution
+            correction.sub_((design @ solution).to(correction.dtype))
         correction.clamp_(-self.max_px, self.max_px)

@@ -7,13 +7,27 @@ Mini-batch: a step per batch; batches are random or spatially compact, drawn fro
 generator seeded by (seed, iteration), so a resumed run visits the same batches as an
 uninterrupted one. Constraints are applied after each iteration when their schedule is
 due. Checkpoints (parameters, optimiser, constraints, history) are written atomically.
+
+Numerical guard: after every iteration the loss and every parameter are checked. A NaN
+or Inf (a zero-intensity pattern under a Poisson loss, a step that overflowed) rolls the
+run back to the state before the iteration (parameters, optimiser moments, constraints,
+history), scales every learning rate by ``rollback_lr_factor`` and repeats the
+iteration; after ``max_rollbacks`` failures in a row the run stops with
+:class:`NumericalError` and keeps the last good state (and its checkpoint). A loss that
+climbs for ``divergence_window`` iterations is reported as an :class:`Event` (and a
+warning) but the run goes on: a rising loss can be a schedule turning on a new group.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 import math
+import pickle
 import time
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ptyscope._faults import armed, fault_point
 from ptyscope.io.atomic import atomic_path
 
 from .constraints import Constraint
@@ -29,7 +44,18 @@ from .forward import PropagatorCache, predict
 from .losses import get_loss
 from .parameters import GROUPS, GroupSettings, PtychoParameters
 
-__all__ = ["OPTIMIZERS", "Engine", "EngineSettings", "History"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "OPTIMIZERS",
+    "Engine",
+    "EngineSettings",
+    "Event",
+    "History",
+    "NumericalError",
+]
+
+#: The ``format`` entry of a checkpoint (refused when missing: not a ptyscope checkpoint).
+CHECKPOINT_FORMAT = "ptyscope-checkpoint-1"
 
 #: Registry: optimiser name -> factory(param_groups) (L-BFGS is handled by the engine).
 OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]]], torch.optim.Optimizer]] = {
@@ -76,6 +102,17 @@ class EngineSettings:
         Write a checkpoint every k iterations (``None`` = never).
     progress:
         Show a progress bar with the loss.
+    guard:
+        Check the loss and the parameters after every iteration and roll back on NaN/Inf
+        (module docstring). Costs one copy of the parameters and optimiser state.
+    max_rollbacks:
+        Failed attempts at one iteration before :class:`NumericalError`.
+    rollback_lr_factor:
+        Every learning rate is multiplied by this after each rollback (kept afterwards).
+    divergence_window:
+        A loss that rose in at least 80 % of the last ``divergence_window`` steps and ended
+        more than 2 % above where the window began is reported as diverging (Adam's
+        late oscillations rise in about half the steps).
     """
 
     iterations: int = 20
@@ -96,6 +133,10 @@ class EngineSettings:
     checkpoint_every: int | None = None
     checkpoint_path: Path | None = None
     progress: bool = False
+    guard: bool = True
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.5
+    divergence_window: int = 10
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or self.iterations < 0:
@@ -109,6 +150,16 @@ class EngineSettings:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if not isinstance(self.max_rollbacks, int) or self.max_rollbacks < 0:
+            raise ValueError(f"max_rollbacks must be an integer >= 0, got {self.max_rollbacks!r}")
+        if not 0 < self.rollback_lr_factor < 1:
+            raise ValueError(
+                f"rollback_lr_factor must lie in (0, 1), got {self.rollback_lr_factor}"
+            )
+        if not isinstance(self.divergence_window, int) or self.divergence_window < 2:
+            raise ValueError(
+                f"divergence_window must be an integer >= 2, got {self.divergence_window!r}"
             )
         get_loss(self.loss)
         unknown = sorted(set(self.groups) - set(GROUPS))
@@ -125,6 +176,34 @@ class History:
     tilt_x_mrad: list[float] = field(default_factory=list)
     slice_thickness_ang: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    """Something the user should know about a run: ``kind`` is "rollback" or "divergence"."""
+
+    iteration: int
+    kind: str
+    message: str
+
+
+class NumericalError(RuntimeError):
+    """An iteration kept producing NaN/Inf after every allowed rollback.
+
+    The engine is left in the last good state (the start of the failing iteration).
+    """
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists, so a
+    checkpoint loads with ``torch.load(weights_only=True)`` (no pickled classes)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    if hasattr(value, "tolist") and not isinstance(value, torch.Tensor):
+        return value.tolist()
+    return value
 
 
 class Engine:
@@ -171,7 +250,12 @@ class Engine:
         self.loss_fn = get_loss(settings.loss)
         self.intensity_scale = float(measured.sum(dim=(1, 2)).mean())
         self.history = History()
+        self.events: list[Event] = []
+        self._diverging = False
         self.iteration = 0
+        #: Settings a checkpoint must have been written with to be resumed here (set by
+        #: the run from its config; ``None`` skips the check).
+        self.fingerprint: dict[str, Any] | None = None
         peak = float(params.probe.detach().abs().max())
         groups = []
         for name in GROUPS:
@@ -220,6 +304,7 @@ class Engine:
             loss = self.loss_fn(predicted, measured) / total
             torch.autograd.backward(loss)
             value += float(loss.detach())
+            fault_point("iteration")
         return value
 
     def _mask_inactive(self, iteration: int) -> None:
@@ -279,7 +364,7 @@ class Engine:
             disable=not self.settings.progress,
         ) as bar:
             while self.iteration < target:
-                loss = self.step()
+                loss = self.guarded_step() if self.settings.guard else self.step()
                 bar.set_postfix(loss=f"{loss:.4g}")
                 bar.update()
                 every = self.settings.checkpoint_every
@@ -287,20 +372,94 @@ class Engine:
                     self.save_checkpoint(self.settings.checkpoint_path)
         return self.history
 
+    # ------------------------------------------------------------------ numerical guard
+    def guarded_step(self) -> float:
+        """:meth:`step` with the rollback on NaN/Inf and the divergence report."""
+        good = copy.deepcopy(self.state_dict())
+        for attempt in range(self.settings.max_rollbacks + 1):
+            loss = self.step()
+            problem = self._nonfinite(loss)
+            if problem is None:
+                self._watch_divergence()
+                return loss
+            iteration = self.iteration - 1
+            events = self.events  # the rollbacks of this iteration stay on the record
+            self.load_state_dict(copy.deepcopy(good))
+            self.events = events
+            if attempt == self.settings.max_rollbacks:
+                raise NumericalError(
+                    f"iteration {iteration}: {problem} after {attempt} rollbacks with the "
+                    f"learning rates scaled by {self.settings.rollback_lr_factor} each time; "
+                    "the state before this iteration is kept. Check the data for bad "
+                    "patterns and lower the learning rates (object.lr, probe.lr, ...)."
+                )
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.settings.rollback_lr_factor
+            self._report(
+                iteration,
+                "rollback",
+                f"{problem}: rolled back and repeated with the learning rates × "
+                f"{self.settings.rollback_lr_factor}",
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _nonfinite(self, loss: float) -> str | None:
+        """A description of the first NaN/Inf in a parameter or the loss, else ``None``.
+
+        Parameters first: a bad step poisons a parameter and, through it, every later loss.
+        """
+        for name in GROUPS:
+            value = self.params.group(name).detach()
+            if not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                return f"parameter {name!r} has {bad} non-finite elements"
+        if not math.isfinite(loss):
+            return f"the loss is {loss}"
+        return None
+
+    def _watch_divergence(self) -> None:
+        losses = self.history.loss
+        window = self.settings.divergence_window
+        if losses[-1] <= min(losses):
+            self._diverging = False  # a new best: re-arm
+        if self._diverging or len(losses) <= window:
+            return
+        recent = losses[-window - 1 :]
+        rises = sum(after > before for before, after in itertools.pairwise(recent))
+        if rises >= 0.8 * window and recent[-1] > 1.02 * recent[0]:
+            self._diverging = True
+            self._report(
+                self.iteration - 1,
+                "divergence",
+                f"the loss rose in {rises} of the last {window} iterations, from "
+                f"{recent[0]:.5g} to {recent[-1]:.5g} (best {min(losses):.5g}); lower the "
+                "learning rates or start the probe/position/tilt fits later",
+            )
+
+    def _report(self, iteration: int, kind: str, message: str) -> None:
+        self.events.append(Event(iteration, kind, message))
+        warnings.warn(f"iteration {iteration}: {message}", RuntimeWarning, stacklevel=3)
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         return {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
             "iteration": self.iteration,
             "params": self.params.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "history": dataclasses.asdict(self.history),
-            "constraints": [dataclasses.asdict(c) for c in self.settings.constraints],
+            "events": [dataclasses.asdict(event) for event in self.events],
+            "diverging": self._diverging,
+            "constraints": _plain([dataclasses.asdict(c) for c in self.settings.constraints]),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.params.load_state_dict(state["params"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = History(**state["history"])
+        self.events = [Event(**event) for event in state["events"]]
+        self._diverging = bool(state["diverging"])
         self.iteration = int(state["iteration"])
         for constraint, saved in zip(self.settings.constraints, state["constraints"], strict=True):
             for key, value in saved.items():
@@ -310,11 +469,77 @@ class Engine:
 
     def save_checkpoint(self, path: Path) -> None:
         """Write the full engine state atomically (an interrupted write keeps the old one)."""
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            sink = _KillMidWrite(handle) if armed("checkpoint_write") else handle
+            torch.save(self.state_dict(), sink)
 
     def load_checkpoint(self, path: Path) -> None:
-        if not Path(path).is_file():
+        """Continue from the checkpoint at ``path``.
+
+        Loaded without unpickling code (``weights_only``). Refused, with the reason, when
+        the file is not a readable ptyscope checkpoint, was written by a run with other
+        settings (:attr:`fingerprint`), or holds parameters of other shapes.
+        """
+        path = Path(path)
+        if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
-        state = torch.load(path, map_location=self.params.object.device, weights_only=False)
-        self.load_state_dict(state)
+        device = self.params.object.device
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(
+                f"checkpoint {str(path)!r} is unreadable ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); delete it to start over"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"{str(path)!r} is not a ptyscope checkpoint (format must be "
+                f"{CHECKPOINT_FORMAT!r}, got {found!r})"
+            )
+        differences = _differences(state.get("fingerprint"), self.fingerprint)
+        if differences:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was written by a run with other settings "
+                f"({'; '.join(differences)}); resume with the same config, or delete the "
+                "checkpoint to start over"
+            )
+        try:
+            self.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"checkpoint {str(path)!r} does not fit this run ({str(exc).splitlines()[0]}); "
+                "delete it to start over"
+            ) from None
+
+
+def _differences(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
+    """``"key: checkpoint A, config B"`` for every setting that differs (none if unknown)."""
+    if saved is None or current is None:
+        return []
+    keys = sorted(set(saved) | set(current))
+    return [
+        f"{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"
+        for key in keys
+        if saved.get(key) != current.get(key)
+    ]
+
+
+class _KillMidWrite:
+    """A file wrapper that reaches the ``checkpoint_write`` fault point after the first
+    chunk is written (fault-injection tests only; see :mod:`ptyscope._faults`)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._visited = False
+
+    def write(self, data: bytes) -> int:
+        count: int = self._handle.write(data)
+        if count and not self._visited:  # once per checkpoint, with bytes on the disk
+            self._visited = True
+            self._handle.flush()
+            fault_point("checkpoint_write")
+        return count
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)

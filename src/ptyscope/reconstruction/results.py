@@ -9,7 +9,12 @@ Layout::
     state_weights          float64 (states,)
     tilt_map_mrad          float64 (scan_y, scan_x, 2), (y, x), when a tilt map is used
     history/               loss, tilt_x_mrad, tilt_y_mrad, slice_thickness_ang, seconds
+    events/                iteration (int), kind, message (str): numerical rollbacks and
+                           divergence reports, in order (empty when the run was clean)
     config                 attr text: the TOML config
+    provenance             attrs seed, deterministic, threads, python, platform and the
+                           versions of ptyscope, torch, numpy, scipy, h5py: what a
+                           bit-identical rerun needs
     /                      attrs tilt_x_mrad, tilt_y_mrad, slice_thickness_ang,
                            total_thickness_ang, energy_ev, semiangle_mrad, iterations,
                            device, software, format = "ptyscope-result"
@@ -18,6 +23,8 @@ Layout::
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from dataclasses import asdict
 
 import h5py
@@ -29,9 +36,28 @@ from ptyscope.io.atomic import atomic_path
 from .engine import Engine
 from .setup import ReconstructionSetup
 
-__all__ = ["RESULT_FORMAT", "write_result"]
+__all__ = ["RESULT_FORMAT", "provenance", "write_result"]
 
 RESULT_FORMAT = "ptyscope-result"
+
+
+def provenance(seed: int, deterministic: bool) -> dict[str, str | int | bool]:
+    """What produced a result: the seed, the thread count and the software versions."""
+    import scipy
+    import torch
+
+    return {
+        "seed": int(seed),
+        "deterministic": bool(deterministic),
+        "threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "ptyscope": __version__,
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "h5py": h5py.__version__,
+    }
 
 
 def write_result(
@@ -42,6 +68,8 @@ def write_result(
     energy_ev: float,
     semiangle_mrad: float,
     config_text: str | None = None,
+    seed: int = 0,
+    deterministic: bool = False,
 ) -> None:
     """Write the state of a reconstruction as the result file."""
     params = setup.params
@@ -81,5 +109,15 @@ def write_result(
         history = handle.create_group("history")
         for key, values in asdict(engine.history).items():
             history.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+        events = handle.create_group("events")
+        iterations = [event.iteration for event in engine.events]
+        events.create_dataset("iteration", data=np.asarray(iterations, dtype=np.int64))
+        text = h5py.string_dtype()
+        for key in ("kind", "message"):
+            values = [getattr(event, key) for event in engine.events]
+            events.create_dataset(key, data=np.asarray(values, dtype=object), dtype=text)
         if config_text is not None:
             handle.create_group("config").attrs["text"] = config_text
+        origin = handle.create_group("provenance")
+        for key, value in provenance(seed, deterministic).items():
+            origin.attrs[key] = value

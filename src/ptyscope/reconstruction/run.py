@@ -1,20 +1,31 @@
 """``ptyscope reconstruct``: a validated config -> engine -> result file (+ checkpoints).
 
-A run writes a checkpoint every ``optimization.checkpoint_every`` iterations and when it is
-interrupted (Ctrl-C); ``resume=True`` continues from the checkpoint exactly: parameters,
-optimiser moments, constraint state, history and the batch order (seeded per iteration).
+A run writes a checkpoint every ``optimization.checkpoint_every`` iterations, when it is
+interrupted (Ctrl-C) and when it stops on a numerical failure; ``resume=True`` continues
+from the checkpoint exactly: parameters, optimiser moments, constraint state, history,
+events and the batch order (seeded per iteration). After a hard kill (SIGKILL, a node
+lost) the last complete checkpoint is there, because checkpoints are written atomically,
+and the resumed run ends bit-identical to an uninterrupted one on the CPU.
+
+A checkpoint records the settings that shape the run (every config key except the number
+of iterations, the checkpoint interval, the device and the output paths); resuming with
+different settings is refused with the keys that differ.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ptyscope.config import PropagatorConfig, ReconstructionConfig
 from ptyscope.data.readers import read_4dstem
+from ptyscope.io.atomic import remove_stale_temporaries
 from ptyscope.report.reconstruction_report import write_report
 
 from .constraints import (
@@ -25,14 +36,31 @@ from .constraints import (
     Schedule,
     StateLowPass,
 )
-from .engine import Engine, EngineSettings
+from .engine import Engine, EngineSettings, NumericalError
 from .initial import initialise_from_result
 from .parameters import GroupSettings
 from .results import write_result
 from .setup import ReconstructionSetup, prepare
 from .tilt import TiltAlignment, TiltMapSmoothing
 
-__all__ = ["ReconstructionRun", "build_run", "checkpoint_path", "run_reconstruction"]
+__all__ = [
+    "ReconstructionRun",
+    "build_run",
+    "checkpoint_path",
+    "run_fingerprint",
+    "run_reconstruction",
+]
+
+#: Config keys a resumed run may change: they do not alter the arithmetic of an iteration.
+RESUMABLE_CHANGES = (
+    "optimization.iterations",
+    "optimization.checkpoint_every",
+    "optimization.device",
+    "optimization.max_rollbacks",
+    "data.path",
+    "output.path",
+    "output.report",
+)
 
 
 @dataclass
@@ -51,6 +79,21 @@ class ReconstructionRun:
 def checkpoint_path(result: Path) -> Path:
     """Where a run's checkpoint lives: beside the result, ``<name>.ckpt.pt``."""
     return result.with_name(result.stem + ".ckpt.pt")
+
+
+def run_fingerprint(config: ReconstructionConfig) -> dict[str, Any]:
+    """The settings a checkpoint must match to be resumed: flat ``{"section.key": value}``."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif prefix not in RESUMABLE_CHANGES:
+            flat[prefix] = value
+
+    walk("", config.model_dump(mode="json"))
+    return flat
 
 
 def build_run(
@@ -115,7 +158,9 @@ def build_run(
         dy, dx = setup.pixel_size_ang
         sigma = (obj.state_lowpass_ang / dy, obj.state_lowpass_ang / dx)
         constraints.append(StateLowPass(sigma_px=sigma))
-    result_path = output or config.output.path
+    # Paths in the config are relative to the config file, like data.path; --output is
+    # relative to the working directory like any command-line path.
+    result_path = output or _under(base_dir, config.output.path)
     opt = config.optimization
     settings = EngineSettings(
         iterations=opt.iterations,
@@ -131,13 +176,19 @@ def build_run(
         checkpoint_every=opt.checkpoint_every,
         checkpoint_path=checkpoint_path(result_path),
         progress=progress,
+        max_rollbacks=opt.max_rollbacks,
     )
     engine = Engine(setup.params, setup.measured, setup.cache, settings, setup.grid_shape)
+    engine.fingerprint = run_fingerprint(config)
     cal = dataset.calibration
     assert cal.semiangle_mrad is not None  # checked by prepare
     return ReconstructionRun(
         setup, engine, cal.energy_ev, cal.semiangle_mrad, result_path, checkpoint_path(result_path)
     )
+
+
+def _under(base_dir: Path, path: Path) -> Path:
+    return path if path.is_absolute() else base_dir / path
 
 
 def _adaptive_propagator(
@@ -195,17 +246,22 @@ def run_reconstruction(
     """Run (or resume) a reconstruction and write its result file.
 
     ``stop_after`` ends the run after that many iterations with a checkpoint, as an
-    interruption would (used to test resuming).
+    interruption would (used to test resuming). A :class:`NumericalError` leaves the last
+    good state in the checkpoint before it propagates.
     """
-    run = build_run(config, base_dir=base_dir, device=device, progress=progress, output=output)
-    if resume:
-        run.engine.load_checkpoint(run.checkpoint)
-    try:
-        run.engine.run(stop_after=stop_after)
-    except KeyboardInterrupt:
+    opt = config.optimization
+    with _deterministic(opt.deterministic):
+        run = build_run(config, base_dir=base_dir, device=device, progress=progress, output=output)
+        remove_stale_temporaries(run.checkpoint)  # left by a run killed mid-write
+        remove_stale_temporaries(run.result_path)
+        if resume:
+            run.engine.load_checkpoint(run.checkpoint)
+        try:
+            run.engine.run(stop_after=stop_after)
+        except (KeyboardInterrupt, NumericalError):
+            run.engine.save_checkpoint(run.checkpoint)
+            raise
         run.engine.save_checkpoint(run.checkpoint)
-        raise
-    run.engine.save_checkpoint(run.checkpoint)
     write_result(
         run.result_path,
         run.setup,
@@ -213,8 +269,27 @@ def run_reconstruction(
         energy_ev=run.energy_ev,
         semiangle_mrad=run.semiangle_mrad,
         config_text=config_text,
+        seed=opt.seed,
+        deterministic=opt.deterministic,
     )
     if write_html_report:
-        folder = config.output.report or run.result_path.with_name(run.result_path.stem + "_report")
+        report = config.output.report
+        folder = (
+            _under(base_dir, report)
+            if report is not None
+            else run.result_path.with_name(run.result_path.stem + "_report")
+        )
         run.report = write_report(run.result_path, folder)
     return run
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """Deterministic torch kernels inside the block (restored afterwards)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
