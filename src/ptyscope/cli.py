@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import click
 
@@ -16,14 +17,34 @@ def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one ``warning: ...`` line on stderr (no source lines)."""
+    click.echo(f"warning: {message}", err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="ptyscope")
-def main() -> None:
+@click.pass_context
+def main(context: click.Context) -> None:
     """ptyscope: 3D and 4D electron ptychography from 4D-STEM data.
 
     Units throughout are Å, eV, mrad and radians; arrays are (..., y, x) and 4D-STEM data
     is (scan_y, scan_x, det_y, det_x).
     """
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+
+    def restore() -> None:
+        warnings.showwarning = shown
+
+    context.call_on_close(restore)
 
 
 @main.command()

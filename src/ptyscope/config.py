@@ -7,9 +7,11 @@ number carries its unit in its name. Tilts in configs are named ``tilt_x_mrad`` 
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+import typing
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -555,8 +557,36 @@ def load_config(path: str | Path, model: type[ModelT]) -> ModelT:
         config = model.model_validate(raw)
     except ValidationError as exc:
         lines = [
-            f"  {_location(e)}: {e['msg']} (got {e.get('input')!r})"  # type: ignore[arg-type]
+            f"  {_unknown_key(model, e['loc'], e.get('input'))}"
+            if e["type"] == "extra_forbidden"
+            else f"  {_location(e)}: {e['msg']} (got {e.get('input')!r})"  # type: ignore[arg-type]
             for e in exc.errors()
         ]
         raise ConfigError(f"{path}: invalid config\n" + "\n".join(lines)) from None
     return config
+
+
+def _section_fields(model: type[BaseModel], section: tuple[Any, ...]) -> list[str]:
+    """Field names of the nested model at ``section`` (empty when it is not a model)."""
+    for part in section:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _unknown_key(model: type[BaseModel], location: tuple[Any, ...], value: object) -> str:
+    """``unknown key 'iteratons' in [optimization]; did you mean 'iterations'? (...)``."""
+    *section, key = location
+    fields = _section_fields(model, tuple(section))
+    close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
+    where = f"[{'.'.join(map(str, section))}]" if section else "the top level"
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{'.'.join(map(str, location))}: unknown key {str(key)!r} in {where}{hint} " + (
+        f"(got {value!r}; known: {', '.join(fields)})"
+    )

@@ -39,6 +39,7 @@ from .constraints import (
 from .engine import Engine, EngineSettings, NumericalError
 from .initial import initialise_from_result
 from .parameters import GroupSettings
+from .preflight import check_reconstruction
 from .results import write_result
 from .setup import ReconstructionSetup, prepare
 from .tilt import TiltAlignment, TiltMapSmoothing
@@ -108,6 +109,7 @@ def build_run(
     data = config.data
     path = data.path if data.path.is_absolute() else base_dir / data.path
     dataset = read_4dstem(path, data.format, **data.reader_options())
+    check_reconstruction(config, dataset)  # every problem at once, before any work
     propagator = config.propagator
     tilt: tuple[float, float] | np.ndarray = (propagator.tilt_y_mrad, propagator.tilt_x_mrad)
     if propagator.fit_tilt == "map":  # one tilt per scan position, the same at the start

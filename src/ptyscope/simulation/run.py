@@ -171,7 +171,14 @@ def run_simulation(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> Path:
-    """Run a simulation config and write the HDF5 data file; returns its path."""
+    """Run a simulation config and write the HDF5 data file; returns its path.
+
+    The config is checked first (:func:`~ptyscope.reconstruction.preflight.check_simulation`):
+    units that look wrong and a grid that cannot sample the probe stop it at once.
+    """
+    from ptyscope.reconstruction.preflight import check_simulation
+
+    check_simulation(config)
     generator = np.random.default_rng(config.seed)
     specimen = build_specimen(config.specimen, base_dir)
     displacements, phonon_truth = phonon_displacements(
