@@ -211,6 +211,14 @@ def test_scan_positions_that_do_not_match_the_scan_are_refused() -> None:
     assert "got shape (4, 5, 2)" in line
 
 
+def test_a_step_override_that_explicit_positions_would_ignore_is_refused() -> None:
+    config, dataset = setup(data={"scan_step_ang": [0.5, 0.5]})
+    dataset.scan_positions_ang = dataset.positions_ang()  # the file records positions
+    line = line_with(failure(config, dataset), "data.scan_step_ang")
+    assert "has no effect when the file records explicit scan positions" in line
+    assert line.endswith("got (0.5, 0.5)")
+
+
 def test_config_scan_shape_that_does_not_match_the_data_is_refused() -> None:
     line = line_with(failure(*setup(data={"scan_shape": [4, 6]})), "data.scan_shape")
     assert "must match the data's scan (scan_y, scan_x) = (5, 5), got (4, 6)" in line

@@ -418,6 +418,19 @@ def _size_issues(config: ReconstructionConfig, dataset: Dataset4D) -> list[Issue
                 str(tuple(wanted)),
             )
         )
+    if dataset.scan_positions_ang is not None:
+        for key in ("scan_step_ang", "scan_rotation_deg"):
+            value = getattr(config.data, key)
+            if value is not None:  # it would be silently ignored
+                issues.append(
+                    Issue(
+                        "error",
+                        f"data.{key}",
+                        "has no effect when the file records explicit scan positions "
+                        "(scan_positions_ang), which are used as they are; remove it",
+                        str(value),
+                    )
+                )
     count = dataset.scan_shape[0] * dataset.scan_shape[1]
     if config.data.scan_half is not None:
         count = (count + (1 if config.data.scan_half == "even" else 0)) // 2
