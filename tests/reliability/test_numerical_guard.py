@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -17,10 +18,10 @@ ITERATIONS = 8
 POISONED = 3  # the iteration whose gradient gets a NaN
 
 
-def _engine(**settings: object) -> Engine:
+def _engine(**settings: Any) -> Engine:
     dataset = srtio3(2, scan_shape=8).dataset
     setup = prepare(dataset, num_slices=2, slice_thickness_ang=A, defocus_ang=60.0)
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "iterations": ITERATIONS,
         "batch_size": 16,
         "groups": {"object": GroupSettings(lr=1e-2), "probe": GroupSettings(lr=3e-3, start=1)},
@@ -44,7 +45,7 @@ def _poison(engine: Engine, when: Callable[[int, int], bool]) -> None:
         grad[0, 0, 20, 20] = float("nan")
         return grad
 
-    engine.params.object.register_hook(hook)
+    engine.params.object.register_hook(hook)  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")

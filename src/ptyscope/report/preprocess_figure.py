@@ -73,14 +73,14 @@ def preprocess_figure(
     for label, values in curl.items():
         axes[2].plot(rotation_deg, values, label=label)
     axes[2].axvline(best_rotation_deg, color="k", linestyle=":")
-    if curl:
+    if curl:  # no curves when the rotation was given rather than solved
         axes[2].set_yscale("log")
+        axes[2].legend(fontsize=8)
     axes[2].set_xlabel("scan rotation [deg]")
     axes[2].set_ylabel("relative curl of CoM  ⟨curl²⟩/⟨curl² + div²⟩")
     axes[2].set_title(
         f"rotation {best_rotation_deg:.1f}°" + (", transposed" if best_transpose else "")
     )
-    axes[2].legend(fontsize=8)
     image = axes[3].imshow(icom_phase, cmap="viridis", extent=extent)
     axes[3].set_title("iCoM phase [rad]")
     axes[3].set_xlabel("x [Å]")

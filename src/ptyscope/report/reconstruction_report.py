@@ -389,7 +389,9 @@ def write_report(
         ``object_amplitude.png``, ``probe_modes.png``, ``loss.png``, ``positions.png``,
         ``parameters.png``, ``object_states.png`` (more than one object state),
         ``tilt_map.png`` (when the file holds a tilt map), ``truth.png`` (with ``truth``)
-        and ``index.html``, which shows them with a table of the run's key numbers.
+        and ``index.html``, which shows them with a table of the run's key numbers. Each
+        file is written atomically and ``index.html`` last (an old one is removed first),
+        so an interrupted call leaves no page over a mix of old and new figures.
     truth:
         Optional known answers on the object grid: ``{"phase_rad": real (ny, nx)}``, the
         summed phase [rad], compared with state 0's summed phase (means removed).
@@ -414,6 +416,10 @@ def write_report(
         # Only the summed phase of the other states is kept, one slice read at a time.
         other_states = [read_state_images(handle["object"], s) for s in range(1, states)]
     out.mkdir(parents=True, exist_ok=True)
+    index = out / "index.html"
+    # Each figure is replaced atomically and the index is written last; the old index goes
+    # first, so an interrupted rewrite never shows a page over a mix of old and new figures.
+    index.unlink(missing_ok=True)
     figs.object_phase_figure(
         out / "object_phase.png",
         phases=state0.phases,
@@ -465,7 +471,6 @@ def write_report(
         [(name, captions[name]) for name in figures],
         run.config_text,
     )
-    index = out / "index.html"
     with atomic_path(index) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return index

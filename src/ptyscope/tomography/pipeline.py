@@ -17,7 +17,8 @@ Steps (each a module of :mod:`ptyscope.tomography`):
 6. When the series file holds a ground truth (a simulation), the atoms are compared
    with it after removing the translation gauge.
 
-The result ``output/tomography.h5`` (written atomically) holds the volume [rad/Å: the
+The result ``output/tomography.h5`` (written atomically, after the atoms files and the
+figures; an old one is removed before they are replaced) holds the volume [rad/Å: the
 projections are phases], the angles and shifts (nominal and refined), the projections
 and reprojections, the atoms, the resolution figures and the alignment history.
 """
@@ -541,6 +542,11 @@ def run_tomography(
         origin_ang=origin,
         mask=config.projections,
     )
+    # The outputs are replaced one by one (each atomically), tomography.h5 last; an old
+    # tomography.h5 goes first, so an interrupted run never leaves it beside atoms and
+    # figures of another run, and atoms files this run does not write are removed.
+    result.files["result"] = out / "tomography.h5"
+    result.files["result"].unlink(missing_ok=True)
     if result.positions_ang is not None and result.labels is not None:
         frame = result.positions_ang + np.array([origin[1], origin[0], 0.0])
         cell = np.array(result.volume.shape[::-1], dtype=np.float64) * result.voxel_ang
@@ -551,7 +557,9 @@ def run_tomography(
         result.metrics["ground_truth"] = ground_truth_metrics(
             series, result.positions_ang, result.labels, config.atoms.symbols, origin
         )
+    else:
+        for suffix in ("xyz", "cif"):
+            (out / f"atoms.{suffix}").unlink(missing_ok=True)
     _figures(out, result, spectra, curve, history, config.atoms.symbols)
-    result.files["result"] = out / "tomography.h5"
     _write(result.files["result"], result, config_text, history)
     return result

@@ -8,7 +8,8 @@ on every tilt of a tilt-series file (:func:`ptyscope.io.datafile.write_tilt_seri
 
 Files under ``out_dir``::
 
-    tilt_series.json      manifest: series, template fingerprint, and per tilt the Euler
+    tilt_series.json      manifest: series, template fingerprint, ``complete`` (true once
+                          every tilt has a complete result), and per tilt the Euler
                           angles [deg], result file (relative to out_dir), seed, status,
                           seconds, first iteration of this run, failure message
     tilt_000.h5           result of tilt 0 (layout of ptyscope.reconstruction.results)
@@ -561,6 +562,8 @@ def _write_manifest(
         "series": str(series),
         "template_sha256": fingerprint,
         "euler_convention": "intrinsic ZYZ (phi, theta, psi), active, degrees",
+        # Rewritten after every tilt: true only once every tilt has a complete result.
+        "complete": all(record.complete for record in records),
         "tilts": tilts,
     }
     with atomic_path(path) as tmp:
