@@ -27,6 +27,13 @@ names (``energy_ev``, ``scan_step_ang``, ``detector_pixel_inv_ang`` or
 plus its own options (``scan_shape``, ``dataset_path``, ``key``, ...). A missing required
 calibration raises a ``ValueError`` naming the option to pass.
 
+Files are treated as untrusted: a malformed, truncated or lying file raises a
+``ValueError`` (:class:`~ptyscope.data.formats._common.DataFormatError` or another) whose
+message names the file and what is wrong; nothing is unpickled, and nothing is allocated
+from sizes a header states before they are checked against the bytes the file holds
+(:mod:`ptyscope.data.formats._common`, "Untrusted files"). ``benchmarks/fuzz_readers.py``
+fuzzes every built-in reader against this contract.
+
 Examples
 --------
 >>> import tempfile, pathlib, numpy as np

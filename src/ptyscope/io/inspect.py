@@ -1,14 +1,25 @@
-"""Describe data and result files without loading their arrays (``ptyscope info``)."""
+"""Describe data and result files without loading their arrays (``ptyscope info``).
+
+Files are untrusted: ``.npy`` headers are parsed without unpickling
+(:func:`ptyscope.data.formats.numpy_files.read_npy_header`), HDF5 files are walked along
+hard links only and a bounded depth (:func:`ptyscope.io.datafile.walk_hdf5`), and whatever
+a damaged file raises becomes a ``ValueError`` naming it.
+"""
 
 from __future__ import annotations
 
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import h5py
 import numpy as np
+
+from ptyscope.data.formats.numpy_files import read_npy_header
+from ptyscope.io.datafile import walk_hdf5
 
 __all__ = ["KNOWN_SUFFIXES", "ArrayInfo", "FileSummary", "describe_file"]
 
@@ -95,18 +106,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _npy_header(handle: Any) -> tuple[tuple[int, ...], str]:
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-    return tuple(int(s) for s in shape), str(dtype)
+#: What a damaged file raises from numpy, zipfile, zlib or h5py while it is described.
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    RuntimeError,
+    TypeError,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    struct.error,
+)
+
+
+def _npy_header(handle: IO[bytes], where: str) -> tuple[tuple[int, ...], str]:
+    header = read_npy_header(handle, where)
+    return header.shape, str(header.dtype)
 
 
 def _describe_npy(path: Path) -> list[ArrayInfo]:
     with open(path, "rb") as handle:
-        shape, dtype = _npy_header(handle)
+        shape, dtype = _npy_header(handle, repr(str(path)))
     return [ArrayInfo("(array)", shape, dtype)]
 
 
@@ -117,7 +142,7 @@ def _describe_npz(path: Path) -> list[ArrayInfo]:
             if not member.endswith(".npy"):
                 continue
             with archive.open(member) as handle:
-                shape, dtype = _npy_header(handle)
+                shape, dtype = _npy_header(handle, f"member {member!r} of {str(path)!r}")
             arrays.append(ArrayInfo(member.removesuffix(".npy"), shape, dtype))
     return arrays
 
@@ -126,16 +151,13 @@ def _describe_hdf5(path: Path) -> tuple[list[ArrayInfo], dict[str, Any]]:
     arrays: list[ArrayInfo] = []
     with h5py.File(path, "r") as handle:
         root_attrs = {k: _plain(v) for k, v in handle.attrs.items()}
-
-        def visit(name: str, obj: Any) -> None:
+        for name, obj in walk_hdf5(handle):
             if isinstance(obj, h5py.Dataset):
                 attrs = {k: _plain(v) for k, v in obj.attrs.items()}
-                arrays.append(ArrayInfo(name, tuple(obj.shape), str(obj.dtype), attrs))
+                arrays.append(ArrayInfo(name, tuple(obj.shape or ()), str(obj.dtype), attrs))
             elif isinstance(obj, h5py.Group) and obj.attrs:
                 for k, v in obj.attrs.items():
                     root_attrs[f"{name}/{k}"] = _plain(v)
-
-        handle.visititems(visit)
     return arrays, root_attrs
 
 
@@ -172,8 +194,10 @@ def describe_file(path: str | Path) -> FileSummary:
         if suffix in KNOWN_SUFFIXES or h5py.is_hdf5(path):
             arrays, attrs = _describe_hdf5(path)
             return FileSummary(path, KNOWN_SUFFIXES.get(suffix, "HDF5"), size, arrays, attrs)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{str(path)!r} could not be read as {suffix or 'HDF5'}: {exc}") from exc
+    except _READ_ERRORS as exc:
+        raise ValueError(
+            f"{str(path)!r} could not be read as {suffix or 'HDF5'}: {type(exc).__name__}: {exc}"
+        ) from None
     known = ", ".join(sorted(KNOWN_SUFFIXES))
     raise ValueError(
         f"path has an unknown format {suffix or '(no extension)'!r}; known formats are {known}"

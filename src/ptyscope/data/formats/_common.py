@@ -17,6 +17,16 @@ reader accepts the missing pieces as keyword options (units in the names):
     Optional, as in :class:`~ptyscope.data.dataset.Calibration`.
 
 A value passed as an option overrides the value the file records.
+
+Untrusted files
+---------------
+Readers treat every file as untrusted. A file that does not match its format raises
+:class:`DataFormatError` (a ``ValueError``) or another ``ValueError`` whose message names
+the file and what is wrong; a companion file that a file names but that is missing raises
+``FileNotFoundError``. Nothing is unpickled, and no array is allocated from sizes a header
+states before they are checked against the bytes the file really holds: uncompressed data
+are memory-mapped within the file, compressed data are read only when the size they
+declare is at most the DEFLATE limit (:data:`MAX_DEFLATE_RATIO`) times their stored size.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from ptyscope.physics.constants import wavelength_ang
 
 __all__ = [
     "CALIBRATION_OPTIONS",
+    "MAX_DEFLATE_RATIO",
+    "DataFormatError",
     "MissingCalibrationError",
     "build_calibration",
     "check_frame_count",
@@ -46,7 +58,19 @@ __all__ = [
     "frames_to_4d",
     "parse_scan_shape",
     "reject_unknown_options",
+    "require_data",
 ]
+
+#: Largest expansion of DEFLATE (zip, gzip, HDF5 gzip filter): 1032 output bytes per input
+#: byte (RFC 1951 stored length codes: 258 bytes per 2 bits at best).
+MAX_DEFLATE_RATIO = 1032
+
+
+class DataFormatError(ValueError):
+    """A file does not match its format: malformed, truncated or inconsistent.
+
+    The message names the file and what is wrong.
+    """
 
 
 class MissingCalibrationError(ValueError):
@@ -289,6 +313,7 @@ def frames_to_4d(path: str | os.PathLike[str], array: Any, scan_shape: Any, what
     The 4D array; a reshaped memmap stays a memmap (no data are read).
     """
     shape = tuple(int(n) for n in array.shape)
+    require_data(path, shape, what)
     if len(shape) == 4:
         if scan_shape is not None:
             wanted = parse_scan_shape(scan_shape)
@@ -311,6 +336,22 @@ def frames_to_4d(path: str | os.PathLike[str], array: Any, scan_shape: Any, what
         f"{what} in {os.fspath(path)!r} has shape {shape}; expected 4D (scan_y, scan_x, "
         "det_y, det_x) or 3D (frames, det_y, det_x) with scan_shape"
     )
+
+
+def require_data(path: str | os.PathLike[str], shape: tuple[int, ...], what: str) -> None:
+    """Raise :class:`DataFormatError` if an array of ``shape`` holds no values.
+
+    Parameters
+    ----------
+    path:
+        The file (named in the message).
+    shape:
+        The array's shape as the file declares it.
+    what:
+        Which array of the file, e.g. ``"the array"``.
+    """
+    if any(n == 0 for n in shape):
+        raise DataFormatError(f"{what} in {os.fspath(path)!r} has shape {shape} and holds no data")
 
 
 def file_size(path: str | os.PathLike[str]) -> int:

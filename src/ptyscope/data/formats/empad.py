@@ -43,6 +43,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.parsers import expat
 
 import numpy as np
 
@@ -50,6 +51,7 @@ from ptyscope.data.dataset import Dataset4D
 from ptyscope.io.atomic import atomic_path
 
 from ._common import (
+    DataFormatError,
     build_calibration,
     check_frame_count,
     check_whole_frames,
@@ -76,6 +78,10 @@ _DTYPE = np.dtype("<f4")
 _FRAME_BYTES = EMPAD_RAW_FRAME_SHAPE[0] * EMPAD_RAW_FRAME_SHAPE[1] * _DTYPE.itemsize
 _LAYOUT = "130 x 128 little-endian float32: 128 x 128 pixels + 2 metadata rows"
 _NAME_PATTERN = re.compile(r"scan_x(\d+)_y(\d+)", re.IGNORECASE)
+#: Largest EMPAD XML file read [bytes] (real ones are a few kB).
+_MAX_XML_BYTES = 2**20
+#: Deepest element nesting accepted in an EMPAD XML file (real ones: 3 levels).
+_MAX_XML_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -105,31 +111,80 @@ class EmpadXml:
 
 
 def _int_text(element: ET.Element | None) -> int | None:
+    """A scan size >= 1 from an element's text, else ``None``."""
     if element is None or element.text is None:
         return None
     try:
-        return int(float(element.text.strip()))
-    except ValueError:
+        value = int(float(element.text.strip()))
+    except (ValueError, OverflowError):  # not a number, or inf
         return None
+    return value if value >= 1 else None
+
+
+def _screen_xml(xml_path: Path, content: bytes) -> None:
+    """Refuse document type declarations (entities) and deep nesting before building a tree.
+
+    EMPAD XML files have neither; entity expansion ("billion laughs") and deep nesting are
+    how a small file makes a parser allocate much more than its size.
+    """
+
+    def refuse(problem: str) -> DataFormatError:
+        return DataFormatError(f"{os.fspath(xml_path)!r} is not an EMPAD XML file: {problem}")
+
+    depth = 0
+
+    def doctype(*_: Any) -> None:
+        raise refuse("it declares a document type (DTD); EMPAD XML files have none")
+
+    def start(*_: Any) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > _MAX_XML_DEPTH:
+            raise refuse(f"its elements nest deeper than {_MAX_XML_DEPTH} levels")
+
+    def end(*_: Any) -> None:
+        nonlocal depth
+        depth -= 1
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = doctype
+    parser.EntityDeclHandler = doctype
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(content, True)
+    except expat.ExpatError as error:
+        raise refuse(f"it is not well-formed XML ({error})") from None
 
 
 def parse_empad_xml(path: str | os.PathLike[str]) -> EmpadXml:
     """Parse the parts of an EMPAD ``.xml`` file that ptyscope uses (module docstring).
 
+    The file is untrusted: files over 1 MiB, document type declarations (entities) and
+    elements nested more than 32 deep are refused before the tree is built.
+
     Raises
     ------
     ValueError
-        If the file is not well-formed XML.
+        If the file is not well-formed XML, or is refused as above.
     """
     xml_path = Path(path)
+    size = file_size(xml_path)
+    if size > _MAX_XML_BYTES:
+        raise DataFormatError(
+            f"{os.fspath(xml_path)!r} is {size} bytes; EMPAD XML files are a few kB and "
+            f"ptyscope reads up to {_MAX_XML_BYTES} bytes"
+        )
+    content = xml_path.read_bytes()
+    _screen_xml(xml_path, content)
     try:
-        root = ET.parse(xml_path).getroot()
+        root = ET.fromstring(content)
     except ET.ParseError as error:
         raise ValueError(
             f"{os.fspath(xml_path)!r} is not a readable EMPAD XML file: {error}"
         ) from None
     raw = root.find("raw_file")
-    raw_name = raw.get("filename") if raw is not None else None
+    raw_name = os.path.basename((raw.get("filename") or "").strip()) if raw is not None else ""
     shapes: dict[str, tuple[int, int]] = {}
     for block in root.findall("scan_parameters"):
         nx = _int_text(block.find("scan_resolution_x"))
@@ -145,7 +200,7 @@ def parse_empad_xml(path: str | os.PathLike[str]) -> EmpadXml:
     energy = finite_or_none(voltage.text) if voltage is not None else None
     return EmpadXml(
         xml_path,
-        os.path.basename(raw_name.strip()) if raw_name else None,
+        raw_name or None,
         shapes,
         is_series,
         energy if energy and energy > 0 else None,
@@ -224,7 +279,19 @@ def read_empad(
         if info.raw_filename is None:
             raise ValueError(f"{os.fspath(given)!r} names no raw file (<raw_file filename=...>)")
         raw_path = given.parent / info.raw_filename
-        if not raw_path.is_file():
+        if info.raw_filename in (".", ".."):
+            raise DataFormatError(
+                f"{os.fspath(given)!r} names the raw file {info.raw_filename!r}, which is not "
+                "a file name"
+            )
+        try:
+            exists = raw_path.is_file()
+        except OSError as error:  # e.g. a name too long for the file system
+            raise DataFormatError(
+                f"{os.fspath(given)!r} names the raw file {info.raw_filename[:100]!r}, which "
+                f"cannot be opened: {error.strerror}"
+            ) from None
+        if not exists:
             raise FileNotFoundError(
                 f"the raw file {os.fspath(raw_path)!r} named by {os.fspath(given)!r} does not "
                 "exist (EMPAD XML files refer to their raw file by name)"

@@ -21,6 +21,11 @@ pass it as options (:mod:`ptyscope.data.formats._common`).
 own layout; they are recognised by the root dataset ``Version`` whose JSON ``format`` is
 ``"Velox"`` or ``"DevelopersKit"`` (as RosettaSciIO documents and checks) and handed to
 the RosettaSciIO bridge (:mod:`ptyscope.data.formats.rosetta`).
+
+Files are untrusted (:mod:`ptyscope.io.datafile` describes the safeguards): errors h5py
+raises on a damaged file become a ``ValueError`` naming the file, the search for 4D
+datasets walks hard links only, at most 64 groups deep, and the small ``Version`` dataset
+of a Velox file is read only when it is one short string.
 """
 
 from __future__ import annotations
@@ -35,45 +40,73 @@ import h5py
 import numpy as np
 
 from ptyscope.data.dataset import Dataset4D
-from ptyscope.io.datafile import FORMAT_NAME, plain_attribute, read_dataset
+from ptyscope.io.datafile import (
+    FORMAT_NAME,
+    hdf5_text,
+    plain_attribute,
+    read_array,
+    read_dataset,
+    untrusted_hdf5,
+    walk_hdf5,
+)
 
-from ._common import build_calibration, check_real_dtype, parse_scan_shape, reject_unknown_options
+from ._common import (
+    build_calibration,
+    check_real_dtype,
+    parse_scan_shape,
+    reject_unknown_options,
+    require_data,
+)
 from .rosetta import read_rosetta
 
 __all__ = ["find_4d_datasets", "is_velox_emd", "read_emd", "read_hdf5"]
 
 _HDF5_OPTIONS = ("dataset_path", "scan_shape")
+#: Longest ``Version`` text of a Velox file that is parsed [bytes].
+_MAX_VERSION_BYTES = 2**16
 
 
 def _open(path: str | os.PathLike[str]) -> h5py.File:
     try:
         return h5py.File(path, "r")
-    except OSError as error:
+    except (OSError, RuntimeError, ValueError, KeyError) as error:
         raise ValueError(f"{os.fspath(path)!r} is not a readable HDF5 file: {error}") from None
 
 
 def find_4d_datasets(handle: h5py.Group) -> list[tuple[str, tuple[int, ...], np.dtype[Any]]]:
-    """All 4D datasets below ``handle``: (path, shape, dtype), in visiting order."""
+    """All 4D datasets below ``handle``: (path, shape, dtype), in visiting order.
+
+    Walks hard links only (:func:`ptyscope.io.datafile.walk_hdf5`); datasets of types
+    numpy cannot represent are skipped.
+    """
     found: list[tuple[str, tuple[int, ...], np.dtype[Any]]] = []
-
-    def visit(name: str, item: Any) -> None:
+    for name, item in walk_hdf5(handle):
         if isinstance(item, h5py.Dataset) and item.ndim == 4:
-            found.append(("/" + name, tuple(int(n) for n in item.shape), item.dtype))
-
-    handle.visititems(visit)
+            try:
+                dtype = item.dtype
+            except TypeError:  # no numpy equivalent
+                continue
+            found.append(("/" + name, tuple(int(n) for n in item.shape), dtype))
     return found
 
 
 def is_velox_emd(handle: h5py.File) -> bool:
-    """True for a Thermo Fisher Velox ``.emd`` file (root ``Version`` JSON, module doc)."""
+    """True for a Thermo Fisher Velox ``.emd`` file (root ``Version`` JSON, module doc).
+
+    ``Version`` is read only when it is a single string of at most 64 KiB.
+    """
     version = handle.get("Version")
-    if not isinstance(version, h5py.Dataset):
+    if not isinstance(version, h5py.Dataset) or version.shape not in ((), (1,)):
         return False
     try:
-        raw = version[()]
-        text = raw.flat[0] if isinstance(raw, np.ndarray) else raw
-        info = json.loads(plain_attribute(text))
-    except (ValueError, TypeError, IndexError, AttributeError):
+        if version.dtype.kind not in "SOU" or version.dtype.itemsize > _MAX_VERSION_BYTES:
+            return False
+        raw = read_array(version)
+        text = plain_attribute(raw.flat[0] if isinstance(raw, np.ndarray) else raw)
+        if not isinstance(text, str) or len(text) > _MAX_VERSION_BYTES:
+            return False
+        info = json.loads(text)
+    except (ValueError, TypeError, RecursionError):  # not JSON, or nested too deep
         return False
     return isinstance(info, dict) and info.get("format") in ("Velox", "DevelopersKit")
 
@@ -107,14 +140,15 @@ def read_hdf5(
     """
     reject_unknown_options("hdf5", calibration, _HDF5_OPTIONS)
     handle = _open(path)
-    own = dataset_path is None and plain_attribute(handle.attrs.get("format", "")) == FORMAT_NAME
-    kind = plain_attribute(handle.attrs.get("kind", ""))
-    if not own:
-        try:
-            return _read_any(path, handle, dataset_path, scan_shape, calibration)
-        except BaseException:
-            handle.close()
-            raise
+    try:
+        with untrusted_hdf5(path):
+            own = dataset_path is None and hdf5_text(handle, "format") == FORMAT_NAME
+            kind = hdf5_text(handle, "kind")
+            if not own:
+                return _read_any(path, handle, dataset_path, scan_shape, calibration)
+    except BaseException:
+        handle.close()
+        raise
     handle.close()
     if kind == "tilt_series":
         raise ValueError(
@@ -143,7 +177,7 @@ def read_emd(
     Parameters are those of :func:`read_hdf5` (Velox files: those of
     :func:`ptyscope.data.formats.rosetta.read_rosetta`).
     """
-    with _open(path) as handle:
+    with _open(path) as handle, untrusted_hdf5(path):
         velox = is_velox_emd(handle)
     if velox:
         if dataset_path is not None:
@@ -193,6 +227,7 @@ def _read_any(
             f"{what} in {os.fspath(path)!r} has shape {item.shape}; expected 4D (scan_y, "
             "scan_x, det_y, det_x)"
         )
+    require_data(path, tuple(int(n) for n in item.shape), what)
     _check_scan_shape(path, item.shape, scan_shape)
     cal = build_calibration(path, calibration)
     metadata: dict[str, str | float | int] = {

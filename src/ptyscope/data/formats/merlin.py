@@ -92,6 +92,8 @@ PIXEL_DTYPES: dict[str, np.dtype[Any]] = {
 }
 #: Pixel type in which the Merlin software saves each counter depth [bits].
 PIXEL_TYPE_FOR_DEPTH: dict[int, str] = {1: "U08", 6: "U08", 12: "U16", 24: "U32"}
+#: Pixel types of the format that ptyscope refuses (packing not verified).
+_UNSUPPORTED_TYPES = ("U01", "R64")
 _MAGIC = b"MQ1,"
 _DAC_FIELDS = 28  # per chip: DAC format + 27 values
 
@@ -252,10 +254,12 @@ def parse_mib_header(raw: bytes, path: str | os.PathLike[str] = "<header>") -> M
             f"header size {header_bytes} bytes and frame {height} rows x {width} columns must "
             "be positive",
         )
-    if len(fields) < 7 or len(fields[6]) != 3 or fields[6][0] not in "UR":
+    if len(fields) < 7 or fields[6] not in (*PIXEL_DTYPES, *_UNSUPPORTED_TYPES):
         found = fields[6] if len(fields) > 6 else None
         raise _bad_header(
-            path, f"field 7 (pixel type) must be like 'U08', 'U16', 'U32' or 'R64', got {found!r}"
+            path,
+            "field 7 (pixel type) must be like 'U08', 'U16', 'U32', 'U64', 'U01' or 'R64', "
+            f"got {found!r}",
         )
     thresholds = tuple(
         v for v in (_maybe(fields, i, float) for i in range(14, 22)) if v is not None
@@ -324,9 +328,11 @@ def parse_hdr_file(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def _scan_shape_from_hdr(hdr: dict[str, str]) -> tuple[int, int] | None:
+    """The scan (scan_y, scan_x) an ``.hdr`` records, or ``None`` (values must be >= 1)."""
     try:
         if "ScanX" in hdr and "ScanY" in hdr:
-            return int(hdr["ScanY"]), int(hdr["ScanX"])
+            scan = int(hdr["ScanY"]), int(hdr["ScanX"])
+            return scan if min(scan) >= 1 else None
         frames = int(hdr["Frames in Acquisition (Number)"])
         per_trigger = int(hdr["Frames per Trigger (Number)"])
     except (KeyError, ValueError):
