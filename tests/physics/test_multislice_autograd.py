@@ -46,14 +46,14 @@ def _gradients(
 
 
 @pytest.mark.parametrize(
-    ("probe_batch", "patch_batch", "per_position_propagator"),
-    [(3, 3, False), (3, 3, True), (3, 1, False), (1, 3, True)],
+    ("probe_batch", "patch_batch", "per_position_propagator", "modes"),
+    [(3, 3, False, 2), (3, 3, False, 1), (3, 3, True, 2), (3, 1, False, 2), (1, 3, True, 1)],
 )
 def test_waves_and_gradients_equal_autograd_of_the_plain_loop(
-    probe_batch: int, patch_batch: int, per_position_propagator: bool
+    probe_batch: int, patch_batch: int, per_position_propagator: bool, modes: int
 ) -> None:
     generator = torch.Generator().manual_seed(1)
-    batch, states, modes, slices, ny, nx = 3, 2, 2, 4, 6, 5
+    batch, states, slices, ny, nx = 3, 2, 4, 6, 5
     probe = _complex(generator, probe_batch, modes, ny, nx)
     patches = _complex(generator, patch_batch, states, slices, ny, nx)
     shape = (batch, 1, 1, ny, nx) if per_position_propagator else (ny, nx)

@@ -158,10 +158,12 @@ class _MultisliceWaves(torch.autograd.Function):
                 # Σ over modes, and over positions for one patch shared by the batch,
                 # written straight into the (S, L, B) buffer
                 target = patches_grad[:, j].transpose(0, 1)  # (B, S, ny, nx) view
-                if h.shape[2] == 1 and patch_batch == h.shape[0]:
+                if patch_batch != h.shape[0]:
+                    target.copy_(_reduce_to((h * entering[j]).sum(dim=2), patch_batch))
+                elif h.shape[2] == 1:
                     torch.mul(h[:, :, 0], entering[j][:, :, 0], out=target)
                 else:
-                    target.copy_(_reduce_to((h * entering[j]).sum(dim=2), patch_batch))
+                    torch.sum(h * entering[j], dim=2, out=target)
             if j > 0 or want_probe:
                 h = h * patch
         probe_grad = None
