@@ -1,0 +1,145 @@
+"""How close is an iteration to the FFT bound?
+
+A multislice iteration is bound by its FFTs. For B patterns, M probe modes, S object
+states and L slices the model needs, per pattern batch:
+
+    forward:   2(L−1)·B·S·M  (propagate: F, then F⁻¹ after the propagator)
+               B·S·M         (far field)
+               M + B·M       (sub-pixel probe shift: F of the probe, F⁻¹ per position)
+    backward:  the same again (the adjoint of every transform in the chain)
+               + (L−1)·B·S·M when the propagator (tilt, thickness) is fitted
+
+This script counts the transforms an iteration actually performs (from the PyTorch
+profiler: the batch of every FFT call), checks them against that formula, times a batched
+FFT of each shape it saw in a tight loop (the fastest this machine does that transform),
+and reports the bound (count × time per transform) as a fraction of the measured
+iteration time.
+
+    python benchmarks/fft_bound.py                    # the PtyRAD case, 1 and 4 modes
+    python benchmarks/fft_bound.py --modes 1 --threads 2 --iterations 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cases import case_files, ptyscope_run
+
+
+def expected_transforms(
+    patterns: int, batch: int, modes: int, states: int, slices: int, fitted_propagator: bool
+) -> int:
+    """FFTs of one iteration by the formula in the module docstring."""
+    total = 0
+    for start in range(0, patterns, batch):
+        b = min(batch, patterns - start)
+        waves = b * states * modes
+        multislice = 2 * (slices - 1) * waves
+        per_pass = multislice + waves + modes + b * modes
+        total += 2 * per_pass + ((slices - 1) * waves if fitted_propagator else 0)
+    return total
+
+
+def profiled_transforms(step: object) -> tuple[Counter[tuple[str, tuple[int, ...]]], float]:
+    """(transforms per (kind, shape), seconds of FFT inside) of one call of ``step``."""
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step()  # type: ignore[operator]
+    counts: Counter[tuple[str, tuple[int, ...]]] = Counter()
+    inside = 0.0
+    for event in prof.events():
+        if event.name != "aten::_fft_c2c":
+            continue
+        shape = tuple(event.input_shapes[0])
+        # _fft_c2c(self, dim, normalization, forward): the 4th argument says which way
+        forward = bool(event.concrete_inputs[3]) if event.concrete_inputs else True
+        counts[("F" if forward else "F⁻¹", shape)] += 1
+        inside += event.self_cpu_time_total / 1e6
+    return counts, inside
+
+
+def seconds_per_transform(kind: str, shape: tuple[int, ...], repeats: int = 7) -> float:
+    """Median time of one (ny, nx) transform within a batched call of ``shape``."""
+    x = torch.randn(shape, dtype=torch.complex64)
+    function = torch.fft.fft2 if kind == "F" else torch.fft.ifft2
+    function(x)
+    calls = max(1, int(2e7 // max(1, x.numel())))  # ~0.1 s per sample
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            function(x)
+        samples.append((time.perf_counter() - start) / calls)
+    batch = math.prod(shape[:-2])
+    return statistics.median(samples) / batch
+
+
+def measure(npz: Path, modes: int, iterations: int, batch: int) -> dict[str, float]:
+    run = ptyscope_run(npz, modes=modes, batch=batch, iterations=iterations + 2)
+    engine = run.engine
+    engine.guarded_step()  # warm-up: allocations, the cached propagator
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        engine.guarded_step()
+        times.append(time.perf_counter() - start)
+    counts, inside = profiled_transforms(engine.guarded_step)
+    params = engine.params
+    transforms = sum(n * math.prod(shape[:-2]) for (_, shape), n in counts.items())
+    formula = expected_transforms(
+        params.num_positions, batch, modes, params.num_states, params.num_slices, False
+    )
+    bound = sum(
+        n * math.prod(shape[:-2]) * seconds_per_transform(kind, shape)
+        for (kind, shape), n in counts.items()
+    )
+    iteration = statistics.median(times)
+    return {
+        "modes": modes,
+        "transforms": transforms,
+        "formula": formula,
+        "bound_s": bound,
+        "fft_inside_s": inside,
+        "iteration_s": iteration,
+        "fraction": bound / iteration,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _, npz = case_files()
+    print(
+        f"PtyRAD case: 256 patterns of 98×98, 20 slices, batch {args.batch}, Adam; "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(
+        f"{'modes':>5} {'FFTs/it':>9} {'formula':>9} {'bound [s]':>10} "
+        f"{'FFT inside [s]':>15} {'iteration [s]':>14} {'of bound':>9}"
+    )
+    for modes in args.modes:
+        row = measure(npz, modes, args.iterations, args.batch)
+        print(
+            f"{modes:>5} {row['transforms']:>9.0f} {row['formula']:>9.0f} "
+            f"{row['bound_s']:>10.3f} {row['fft_inside_s']:>15.3f} "
+            f"{row['iteration_s']:>14.3f} {row['fraction']:>8.0%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
