@@ -263,6 +263,11 @@ def preprocess(config: Path) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report (the result is complete).")
+@click.option(
+    "--skip-memory-check",
+    is_flag=True,
+    help="Start even when the predicted peak memory exceeds the available memory.",
+)
 def reconstruct(
     config: Path,
     resume: bool,
@@ -270,24 +275,38 @@ def reconstruct(
     output: Path | None,
     quiet: bool,
     no_report: bool,
+    skip_memory_check: bool,
 ) -> None:
     """Reconstruct a 4D-STEM dataset as the TOML file CONFIG says.
 
     Multislice, mixed-state ptychography: object slices and states, probe modes and scan
     positions, with checkpoints (Ctrl-C writes one; --resume continues exactly). Writes
-    one HDF5 result file. An annotated example is examples/reconstruct.toml.
+    one HDF5 result file. An annotated example is examples/reconstruct.toml. Data
+    parallel over scan positions on several GPUs or CPU processes: launch with torchrun,
+    e.g. torchrun --nproc-per-node 2 -m ptyscope.cli reconstruct CONFIG (docs/parallel.md).
     """
     from ptyscope._device import resolve_device
     from ptyscope.config import ConfigError, ReconstructionConfig, load_config
+    from ptyscope.reconstruction.distributed import DistributedError, join_torchrun
     from ptyscope.reconstruction.engine import NumericalError
     from ptyscope.reconstruction.run import run_reconstruction
 
     try:
         settings = load_config(config, ReconstructionConfig)
+        if skip_memory_check:
+            optimization = settings.optimization.model_copy(update={"memory_check": False})
+            settings = settings.model_copy(update={"optimization": optimization})
         dev = resolve_device(device or settings.optimization.device)
-    except (ConfigError, ValueError) as exc:
+        parallel, dev = join_torchrun(dev)  # a single process outside torchrun
+    except (ConfigError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
-    click.echo(f"ptyscope {__version__} reconstruct on {dev}" + (" (resuming)" if resume else ""))
+    where = f"{parallel.describe()}: " if parallel.world_size > 1 else ""
+    if parallel.is_main:
+        processes = f", {parallel.world_size} processes" if parallel.world_size > 1 else ""
+        resuming = " (resuming)" if resume else ""
+        click.echo(f"ptyscope {__version__} reconstruct on {dev}{processes}{resuming}")
+    else:  # rank 0 speaks for all; the others only report their errors
+        warnings.simplefilter("ignore")
     start = time.perf_counter()
     try:
         run = run_reconstruction(
@@ -299,13 +318,22 @@ def reconstruct(
             progress=not quiet,
             output=output,
             write_html_report=not no_report,
+            parallel=parallel,
         )
     except KeyboardInterrupt:
-        _fail("interrupted: checkpoint written; continue with --resume")
+        _fail(f"{where}interrupted: checkpoint written; continue with --resume")
     except NumericalError as exc:
-        _fail(f"{exc} The checkpoint holds that state; lower the learning rates and start again.")
+        _fail(
+            f"{where}{exc} The checkpoint holds that state; lower the learning rates and start "
+            "again."
+        )
     except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as exc:
+        _fail(f"{where}{exc}")
+    except DistributedError as exc:
         _fail(str(exc))
+    parallel.close()
+    if not parallel.is_main:
+        return
     for event in run.engine.events:
         click.echo(f"note: iteration {event.iteration}: {event.kind}: {event.message}")
     history = run.engine.history
@@ -317,6 +345,49 @@ def reconstruct(
     click.echo(f"wrote {run.result_path} in {time.perf_counter() - start:.1f} s")
     if run.report is not None:
         click.echo(f"report: {run.report}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--device", default=None, help="'auto', 'cpu', 'cuda' or 'cuda:N' (overrides).")
+def estimate(config: Path, device: str | None) -> None:
+    """Predict the peak memory and time per iteration of `ptyscope reconstruct CONFIG`.
+
+    Reads only the data file's header. Prints every memory term in MiB at the moments
+    that matter (reading the data, a chunk's forward and backward pass, the optimiser
+    step), the predicted peak beside the available memory, the FFTs per iteration and
+    the predicted seconds per iteration (FFTs timed on the device). Exit status 1 when
+    the run would not fit (docs/performance.md).
+    """
+    from ptyscope._device import resolve_device
+    from ptyscope.config import ConfigError, ReconstructionConfig, load_config
+    from ptyscope.data.readers import read_4dstem
+    from ptyscope.reconstruction.estimate import available_memory, estimate_run, render
+
+    try:
+        settings = load_config(config, ReconstructionConfig)
+        dev = resolve_device(device or settings.optimization.device)
+        data = settings.data
+        path = data.path if data.path.is_absolute() else config.resolve().parent / data.path
+        dataset = read_4dstem(path, data.format, **data.reader_options())
+        prediction = estimate_run(settings, dataset, dev)
+    except (ConfigError, ValueError, FileNotFoundError, NotImplementedError, ImportError) as exc:
+        _fail(str(exc))
+    available = {"device": available_memory(dev)}
+    if dev.type == "cuda":
+        available["host"] = available_memory("cpu")
+    click.echo(f"ptyscope {__version__} estimate for {config} on {dev}")
+    click.echo(render(prediction, available))
+    fits = all(
+        free is None or prediction.peak(where) <= free.nbytes for where, free in available.items()
+    )
+    if not fits:
+        click.echo(
+            "the run would not fit: lower optimization.chunk_size or batch_size, object.states, "
+            "probe.modes or object.slices, or use another device",
+            err=True,
+        )
+        raise click.exceptions.Exit(1)
 
 
 @main.command()

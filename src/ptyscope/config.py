@@ -392,6 +392,9 @@ class OptimizationConfig(_Model):
     #: NaN/Inf guard: failed attempts at one iteration (each rolled back with the learning
     #: rates halved) before the run stops with the last good state.
     max_rollbacks: Annotated[int, Field(ge=0)] = 3
+    #: Refuse to start, before reading the data, when the predicted peak memory exceeds
+    #: the memory available on the device (``ptyscope estimate`` shows the prediction).
+    memory_check: bool = True
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -7,6 +7,8 @@ Mini-batch: a step per batch; batches are random or spatially compact, drawn fro
 generator seeded by (seed, iteration), so a resumed run visits the same batches as an
 uninterrupted one. Constraints are applied after each iteration when their schedule is
 due. Checkpoints (parameters, optimiser, constraints, history) are written atomically.
+Data parallel (torchrun, :mod:`~ptyscope.reconstruction.distributed`): every process
+computes its share of each batch and the gradients are summed before the step.
 
 Numerical guard: after every iteration the loss and every parameter are checked. A NaN
 or Inf (a zero-intensity pattern under a Poisson loss, a step that overflowed) rolls the
@@ -40,6 +42,7 @@ from ptyscope._faults import armed, fault_point
 from ptyscope.io.atomic import atomic_path
 
 from .constraints import Constraint
+from .distributed import DataParallel
 from .forward import PropagatorCache, predict
 from .losses import get_loss
 from .parameters import GROUPS, GroupSettings, PtychoParameters
@@ -222,6 +225,11 @@ class Engine:
         :class:`EngineSettings`.
     grid_shape:
         (scan_y, scan_x) of the positions, for compact batches (optional).
+    parallel:
+        This process's place in a data-parallel run
+        (:mod:`~ptyscope.reconstruction.distributed`): each process computes its share of
+        every batch and the gradients are summed before the step; only the main process
+        writes checkpoints, warns and shows progress. ``None`` = a single process.
     """
 
     def __init__(
@@ -231,6 +239,7 @@ class Engine:
         cache: PropagatorCache,
         settings: EngineSettings,
         grid_shape: tuple[int, int] | None = None,
+        parallel: DataParallel | None = None,
     ) -> None:
         if measured.ndim != 3 or measured.shape[0] != params.num_positions:
             raise ValueError(
@@ -247,6 +256,8 @@ class Engine:
         self.cache = cache
         self.settings = settings
         self.grid_shape = grid_shape
+        self.parallel = parallel if parallel is not None else DataParallel()
+        self.parallel.check(params.num_positions, settings.batch_size)
         self.loss_fn = get_loss(settings.loss)
         self.intensity_scale = float(measured.sum(dim=(1, 2)).mean())
         self.history = History()
@@ -288,10 +299,15 @@ class Engine:
 
     # ------------------------------------------------------------------ one pass
     def _loss_and_backward(self, indices: torch.Tensor, iteration: int, total: int) -> float:
-        """Accumulate gradients over ``indices`` in chunks; returns the summed loss / total."""
+        """Accumulate gradients over ``indices`` in chunks; returns the summed loss / total.
+
+        This process's share only: :meth:`_gradient` sums over the processes.
+        """
         trainable = self._active("tilt", iteration) or self._active("thickness", iteration)
         device = self.params.object.device
         value = 0.0
+        if len(indices) == 0:  # a process's share of a batch smaller than the world
+            return value
         for chunk in torch.split(indices, self.settings.chunk_size):
             predicted = predict(
                 self.params,
@@ -312,6 +328,14 @@ class Engine:
             if not self._active(name, iteration):
                 self.params.group(name).grad = None
 
+    def _gradient(self, batch: torch.Tensor, iteration: int, total: int) -> float:
+        """Loss / total and gradients of ``batch`` (summed over the processes of a
+        data-parallel run), the inactive groups' gradients cleared."""
+        value = self._loss_and_backward(self.parallel.shard(batch), iteration, total)
+        self._mask_inactive(iteration)
+        active = [self.params.group(name) for name in GROUPS if self._active(name, iteration)]
+        return self.parallel.all_reduce(active, value, self.params.object.device)
+
     def step(self) -> float:
         """Run one iteration; returns its loss (mean per pattern)."""
         iteration = self.iteration
@@ -321,17 +345,14 @@ class Engine:
 
             def closure() -> torch.Tensor:
                 self.optimizer.zero_grad(set_to_none=True)
-                value = self._loss_and_backward(torch.arange(n), iteration, n)
-                self._mask_inactive(iteration)
-                return torch.tensor(value)
+                return torch.tensor(self._gradient(torch.arange(n), iteration, n))
 
             loss = float(self.optimizer.step(closure))  # type: ignore[arg-type]
         else:
             loss = 0.0
             for batch in self._order(iteration):
                 self.optimizer.zero_grad(set_to_none=True)
-                loss += self._loss_and_backward(batch, iteration, n)
-                self._mask_inactive(iteration)
+                loss += self._gradient(batch, iteration, n)
                 self.optimizer.step()
         if self.settings.lr_decay != 1.0:
             for group in self.optimizer.param_groups:
@@ -361,7 +382,7 @@ class Engine:
             total=target - self.iteration,
             desc="reconstruct",
             unit="it",
-            disable=not self.settings.progress,
+            disable=not (self.settings.progress and self.parallel.is_main),
         ) as bar:
             while self.iteration < target:
                 loss = self.guarded_step() if self.settings.guard else self.step()
@@ -438,7 +459,8 @@ class Engine:
 
     def _report(self, iteration: int, kind: str, message: str) -> None:
         self.events.append(Event(iteration, kind, message))
-        warnings.warn(f"iteration {iteration}: {message}", RuntimeWarning, stacklevel=3)
+        if self.parallel.is_main:  # every process records it; one says it
+            warnings.warn(f"iteration {iteration}: {message}", RuntimeWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -468,7 +490,12 @@ class Engine:
         self.cache.clear()
 
     def save_checkpoint(self, path: Path) -> None:
-        """Write the full engine state atomically (an interrupted write keeps the old one)."""
+        """Write the full engine state atomically (an interrupted write keeps the old one).
+
+        In a data-parallel run only the main process writes (all hold the same state).
+        """
+        if not self.parallel.is_main:
+            return
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             sink = _KillMidWrite(handle) if armed("checkpoint_write") else handle
             torch.save(self.state_dict(), sink)

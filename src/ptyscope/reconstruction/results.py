@@ -12,9 +12,9 @@ Layout::
     events/                iteration (int), kind, message (str): numerical rollbacks and
                            divergence reports, in order (empty when the run was clean)
     config                 attr text: the TOML config
-    provenance             attrs seed, deterministic, threads, python, platform and the
-                           versions of ptyscope, torch, numpy, scipy, h5py: what a
-                           bit-identical rerun needs
+    provenance             attrs seed, deterministic, threads, processes (torchrun
+                           world size), python, platform and the versions of ptyscope,
+                           torch, numpy, scipy, h5py: what a bit-identical rerun needs
     /                      attrs tilt_x_mrad, tilt_y_mrad, slice_thickness_ang,
                            total_thickness_ang, energy_ev, semiangle_mrad, iterations,
                            device, software, format = "ptyscope-result"
@@ -121,3 +121,4 @@ def write_result(
         origin = handle.create_group("provenance")
         for key, value in provenance(seed, deterministic).items():
             origin.attrs[key] = value
+        origin.attrs["processes"] = engine.parallel.world_size

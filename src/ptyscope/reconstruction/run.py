@@ -10,6 +10,16 @@ and the resumed run ends bit-identical to an uninterrupted one on the CPU.
 A checkpoint records the settings that shape the run (every config key except the number
 of iterations, the checkpoint interval, the device and the output paths); resuming with
 different settings is refused with the keys that differ.
+
+Before the data is read, the predicted peak memory (:mod:`~ptyscope.reconstruction.estimate`,
+from the file's header) is compared with the memory available on the device; a run that
+would not fit is refused with the numbers (``optimization.memory_check = false`` or
+``ptyscope reconstruct --skip-memory-check`` start it anyway).
+
+Under torchrun (``parallel``, :mod:`~ptyscope.reconstruction.distributed`) every process
+runs the engine on its share of each batch; rank 0 alone removes stale temporaries and
+writes the checkpoints, the result and the report, and the others wait for it. Every
+process loads the checkpoint when resuming.
 """
 
 from __future__ import annotations
@@ -36,7 +46,9 @@ from .constraints import (
     Schedule,
     StateLowPass,
 )
+from .distributed import DataParallel
 from .engine import Engine, EngineSettings, NumericalError
+from .estimate import check_memory, estimate_run
 from .initial import initialise_from_result
 from .parameters import GroupSettings
 from .preflight import check_reconstruction
@@ -58,6 +70,7 @@ RESUMABLE_CHANGES = (
     "optimization.checkpoint_every",
     "optimization.device",
     "optimization.max_rollbacks",
+    "optimization.memory_check",
     "data.path",
     "output.path",
     "output.report",
@@ -104,11 +117,18 @@ def build_run(
     device: torch.device | str = "cpu",
     progress: bool = False,
     output: Path | None = None,
+    parallel: DataParallel | None = None,
 ) -> ReconstructionRun:
-    """Read the data and build the parameters and engine a config describes."""
+    """Read the data and build the parameters and engine a config describes.
+
+    ``parallel``: this process's place in a torchrun run (``None`` = a single process).
+    """
     data = config.data
     path = data.path if data.path.is_absolute() else base_dir / data.path
     dataset = read_4dstem(path, data.format, **data.reader_options())
+    if config.optimization.memory_check:  # from the file's header, before reading the data
+        processes = parallel.world_size if parallel is not None else 1
+        check_memory(estimate_run(config, dataset, device, processes=processes, timing=False))
     check_reconstruction(config, dataset)  # every problem at once, before any work
     propagator = config.propagator
     tilt: tuple[float, float] | np.ndarray = (propagator.tilt_y_mrad, propagator.tilt_x_mrad)
@@ -180,7 +200,9 @@ def build_run(
         progress=progress,
         max_rollbacks=opt.max_rollbacks,
     )
-    engine = Engine(setup.params, setup.measured, setup.cache, settings, setup.grid_shape)
+    engine = Engine(
+        setup.params, setup.measured, setup.cache, settings, setup.grid_shape, parallel=parallel
+    )
     engine.fingerprint = run_fingerprint(config)
     cal = dataset.calibration
     assert cal.semiangle_mrad is not None  # checked by prepare
@@ -244,18 +266,29 @@ def run_reconstruction(
     output: Path | None = None,
     stop_after: int | None = None,
     write_html_report: bool = True,
+    parallel: DataParallel | None = None,
 ) -> ReconstructionRun:
     """Run (or resume) a reconstruction and write its result file.
 
     ``stop_after`` ends the run after that many iterations with a checkpoint, as an
     interruption would (used to test resuming). A :class:`NumericalError` leaves the last
-    good state in the checkpoint before it propagates.
+    good state in the checkpoint before it propagates. ``parallel``: this process's place
+    in a torchrun run; only its rank 0 writes files (module docstring).
     """
     opt = config.optimization
+    parallel = parallel if parallel is not None else DataParallel()
     with _deterministic(opt.deterministic):
-        run = build_run(config, base_dir=base_dir, device=device, progress=progress, output=output)
-        remove_stale_temporaries(run.checkpoint)  # left by a run killed mid-write
-        remove_stale_temporaries(run.result_path)
+        run = build_run(
+            config,
+            base_dir=base_dir,
+            device=device,
+            progress=progress,
+            output=output,
+            parallel=parallel,
+        )
+        if parallel.is_main:
+            remove_stale_temporaries(run.checkpoint)  # left by a run killed mid-write
+            remove_stale_temporaries(run.result_path)
         if resume:
             run.engine.load_checkpoint(run.checkpoint)
         try:
@@ -264,6 +297,9 @@ def run_reconstruction(
             run.engine.save_checkpoint(run.checkpoint)
             raise
         run.engine.save_checkpoint(run.checkpoint)
+    if not parallel.is_main:  # rank 0 writes the files; the others wait until it has
+        parallel.barrier()
+        return run
     write_result(
         run.result_path,
         run.setup,
@@ -282,6 +318,7 @@ def run_reconstruction(
             else run.result_path.with_name(run.result_path.stem + "_report")
         )
         run.report = write_report(run.result_path, folder)
+    parallel.barrier()
     return run
 
 

@@ -22,7 +22,10 @@ from ptyscope.physics.probe import build_probe, orthogonal_modes, probe_from_fou
 from .forward import PropagatorCache
 from .parameters import PtychoParameters
 
-__all__ = ["ReconstructionSetup", "prepare"]
+__all__ = ["PADDING_PX", "ReconstructionSetup", "object_grid", "prepare", "scan_half_mask"]
+
+#: Object margin around the scanned area [px], room for position corrections.
+PADDING_PX = 8
 
 
 @dataclass
@@ -72,7 +75,7 @@ def prepare(
     defocus_ang: float = 0.0,
     tilt_mrad: tuple[float, float] | np.ndarray = (0.0, 0.0),
     state_phase_noise_rad: float = 0.01,
-    padding_px: int = 8,
+    padding_px: int = PADDING_PX,
     seed: int = 0,
     probe_from: str = "aperture",
     scan_half: str | None = None,
@@ -128,19 +131,7 @@ def prepare(
     if not isinstance(num_states, int) or num_states < 1:
         raise ValueError(f"num_states must be an integer >= 1, got {num_states!r}")
     device = torch.device(device)
-    dk = cal.detector_pixel_inv_ang
-    pixel = (1.0 / (ny * dk[0]), 1.0 / (nx * dk[1]))
-    positions = dataset.positions_ang().reshape(-1, 2)
-    low = positions.min(axis=0)
-    origin = (
-        float(low[0] - (ny // 2 + padding_px) * pixel[0]),
-        float(low[1] - (nx // 2 + padding_px) * pixel[1]),
-    )
-    positions_px = (positions - np.asarray(origin)) / np.asarray(pixel)
-    span = positions_px.max(axis=0)
-    big_y = math.ceil(span[0]) + ny - ny // 2 + padding_px + 1
-    big_x = math.ceil(span[1]) + nx - nx // 2 + padding_px + 1
-
+    pixel, origin, positions_px, (big_y, big_x) = object_grid(dataset, padding_px)
     generator = torch.Generator().manual_seed(seed)
     phases = torch.randn((num_states, num_slices, big_y, big_x), generator=generator)
     phases *= state_phase_noise_rad if num_states > 1 else 0.0
@@ -156,7 +147,7 @@ def prepare(
         raise ValueError(f"probe_from must be 'aperture' or 'mean_pattern', got {probe_from!r}")
     tilt = np.asarray(tilt_mrad, dtype=np.float64)
     tilt = tilt.reshape(-1, 2) if tilt.ndim == 3 else tilt
-    keep = _half_mask(dataset.scan_shape, scan_half)
+    keep = scan_half_mask(dataset.scan_shape, scan_half)
     positions_px = positions_px[keep]
     if tilt.ndim == 2:
         tilt = tilt[keep]
@@ -176,7 +167,36 @@ def prepare(
     return ReconstructionSetup(params, measured, cache, pixel, origin, grid_shape)
 
 
-def _half_mask(scan_shape: tuple[int, int], scan_half: str | None) -> np.ndarray:
+def object_grid(
+    dataset: Dataset4D, padding_px: int = PADDING_PX
+) -> tuple[tuple[float, float], tuple[float, float], np.ndarray, tuple[int, int]]:
+    """The object grid of a dataset, from its calibration alone (the data is not read).
+
+    Returns
+    -------
+    (pixel_size_ang, origin_ang, positions_px, shape):
+        (dy, dx) object pixel [Å] = 1/(N Δk); (y, x) [Å] of object pixel (0, 0);
+        float64 (scan_y · scan_x, 2) probe-centre positions [object px]; (Ny, Nx) of the
+        object: the scanned area, the probe window and ``padding_px`` on each side.
+    """
+    ny, nx = dataset.detector_shape
+    dk = dataset.calibration.detector_pixel_inv_ang
+    pixel = (1.0 / (ny * dk[0]), 1.0 / (nx * dk[1]))
+    positions = dataset.positions_ang().reshape(-1, 2)
+    low = positions.min(axis=0)
+    origin = (
+        float(low[0] - (ny // 2 + padding_px) * pixel[0]),
+        float(low[1] - (nx // 2 + padding_px) * pixel[1]),
+    )
+    positions_px = (positions - np.asarray(origin)) / np.asarray(pixel)
+    span = positions_px.max(axis=0)
+    big_y = math.ceil(span[0]) + ny - ny // 2 + padding_px + 1
+    big_x = math.ceil(span[1]) + nx - nx // 2 + padding_px + 1
+    return pixel, origin, positions_px, (big_y, big_x)
+
+
+def scan_half_mask(scan_shape: tuple[int, int], scan_half: str | None) -> np.ndarray:
+    """bool (scan_y · scan_x,): the scan points a run with ``scan_half`` keeps."""
     rows, cols = np.indices(scan_shape)
     parity = ((rows + cols) % 2).ravel()
     if scan_half is None:
