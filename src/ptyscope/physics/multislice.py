@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .multislice_autograd import gather_windows, multislice_waves
+from .multislice_autograd import gather_windows, multislice_object_waves, multislice_waves
 
 __all__ = [
     "extract_patches",
@@ -143,19 +143,24 @@ def extract_patches(
     big_y, big_x = obj.shape[-2:]
     corners = corners.to(obj.device)
     if not periodic:
-        low = corners.min(dim=0).values
-        high = corners.max(dim=0).values
-        if low[0] < 0 or low[1] < 0 or high[0] + ny > big_y or high[1] + nx > big_x:
-            raise ValueError(
-                f"probe windows of shape ({ny}, {nx}) at corners from ({int(low[0])}, "
-                f"{int(low[1])}) to ({int(high[0])}, {int(high[1])}) must lie inside the "
-                f"object of shape ({big_y}, {big_x}); enlarge the object or move the scan "
-                "positions"
-            )
+        _check_inside(corners, window_shape, (big_y, big_x))
     lead = obj.shape[:-2]
     flat = obj.reshape(-1, 1, big_y, big_x)  # (..., Ny, Nx) as (S·L, 1, Ny, Nx)
     windows = gather_windows(flat, corners, window_shape, periodic)  # (B, S·L, 1, ny, nx)
     return windows.reshape(corners.shape[0], *lead, ny, nx)
+
+
+def _check_inside(corners: torch.Tensor, window: tuple[int, int], big: tuple[int, int]) -> None:
+    (ny, nx), (big_y, big_x) = window, big
+    low = corners.min(dim=0).values
+    high = corners.max(dim=0).values
+    if low[0] < 0 or low[1] < 0 or high[0] + ny > big_y or high[1] + nx > big_x:
+        raise ValueError(
+            f"probe windows of shape ({ny}, {nx}) at corners from ({int(low[0])}, "
+            f"{int(low[1])}) to ({int(high[0])}, {int(high[1])}) must lie inside the "
+            f"object of shape ({big_y}, {big_x}); enlarge the object or move the scan "
+            "positions"
+        )
 
 
 def multislice_exit_waves(
@@ -289,7 +294,21 @@ def multislice_forward(
         raise ValueError(f"obj must have shape (states, slices, Ny, Nx), got {tuple(obj.shape)}")
     window = (probe.shape[-2], probe.shape[-1])
     corners, fractions = split_positions(positions_px, window)
-    patches = extract_patches(obj, corners, window, periodic=periodic)
     shifted = fourier_shift(probe, fractions)  # (B, M, ny, nx)
-    exit_waves = multislice_exit_waves(shifted, patches, propagator)
+    if not periodic:
+        _check_inside(corners, window, (obj.shape[-2], obj.shape[-1]))
+    batch = corners.shape[0]
+    if (
+        propagator.ndim not in (2, 3)
+        or tuple(propagator.shape[-2:]) != window
+        or (propagator.ndim == 3 and propagator.shape[0] != batch)
+    ):
+        raise ValueError(
+            f"propagator must have shape {window} or ({batch}, *{window}), got "
+            f"{tuple(propagator.shape)}"
+        )
+    if propagator.ndim == 3:
+        propagator = propagator[:, None, None]  # (B, 1, 1, ny, nx)
+    # Gathers the windows and scatters their gradients one slice at a time.
+    exit_waves = multislice_object_waves(shifted, obj, corners, propagator, periodic)
     return far_field_intensity(exit_waves, state_weights)

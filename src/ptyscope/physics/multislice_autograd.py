@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["gather_windows", "multislice_waves"]
+__all__ = ["gather_windows", "multislice_object_waves", "multislice_waves"]
 
 
 def gather_windows(
@@ -52,7 +52,8 @@ def multislice_waves(
 
     Shapes are checked by the caller (:func:`ptyscope.physics.multislice.multislice_exit_waves`).
     """
-    waves: torch.Tensor = _MultisliceWaves.apply(probe, patches, propagator)  # type: ignore[no-untyped-call]
+    source = _PatchSource(patches)
+    waves: torch.Tensor = _MultisliceWaves.apply(probe, patches, propagator, source)  # type: ignore[no-untyped-call]
     return waves
 
 
@@ -109,76 +110,168 @@ class _GatherWindows(torch.autograd.Function):
         return result.reshape(shape), None, None, None
 
 
+class _PatchSource:
+    """Slices of given patches (B|1, S, L, ny, nx); their gradient is a tensor like them."""
+
+    def __init__(self, patches: torch.Tensor) -> None:
+        self.patches = patches
+        self.batch, self.states, self.slices = patches.shape[:3]
+        self.grad: torch.Tensor | None = None
+
+    def window(self, j: int) -> torch.Tensor:
+        return self.patches[:, :, j]  # (B|1, S, ny, nx)
+
+    def start_backward(self) -> None:
+        states, slices, ny, nx = self.patches.shape[1:]
+        # (S, L, B, ny, nx): the layout the gather's backward adds from without a copy
+        self.grad = self.patches.new_empty((states, slices, self.batch, ny, nx))
+
+    def add(self, j: int, conj_grad: torch.Tensor) -> None:
+        assert self.grad is not None
+        self.grad[:, j].copy_(conj_grad.transpose(0, 1)).conj_physical_()
+
+    def result(self) -> torch.Tensor:
+        assert self.grad is not None
+        return self.grad.movedim(2, 0)
+
+
+class _ObjectSource:
+    """Windows of an object (S, L, Ny, Nx) at integer corners, gathered one slice at a time;
+    the gradient is scatter-added into an object-sized tensor, so no (B, S, L, ny, nx)
+    buffer is ever allocated (a fresh one per batch costs page faults on the CPU)."""
+
+    def __init__(
+        self, obj: torch.Tensor, corners: torch.Tensor, window: tuple[int, int], periodic: bool
+    ) -> None:
+        self.obj = obj
+        self.states, self.slices = int(obj.shape[0]), int(obj.shape[1])
+        self.big = (int(obj.shape[-2]), int(obj.shape[-1]))
+        self.corners = corners.to(obj.device)
+        self.batch = int(corners.shape[0])
+        self.shape = window
+        self.flat = _flat_indices(self.corners, window, self.big, periodic)
+        self.periodic = periodic
+        self.grad: torch.Tensor | None = None
+
+    def window(self, j: int) -> torch.Tensor:
+        states = self.obj.shape[0]
+        ny, nx = self.shape
+        if self.periodic:
+            picked = self.obj[:, j].reshape(states, -1).index_select(1, self.flat)
+            return picked.reshape(states, self.batch, ny, nx).transpose(0, 1)
+        every = self.obj[:, j].unfold(1, ny, 1).unfold(2, nx, 1)  # (S, Ny−ny+1, Nx−nx+1, ny, nx)
+        return every[:, self.corners[:, 0], self.corners[:, 1]].transpose(0, 1)
+
+    def start_backward(self) -> None:
+        self.grad = torch.zeros_like(self.obj).reshape(*self.obj.shape[:2], -1)
+
+    def add(self, j: int, conj_grad: torch.Tensor) -> None:
+        assert self.grad is not None
+        states = conj_grad.shape[1]
+        source = conj_grad.transpose(0, 1).reshape(states, -1)  # a copy only when S > 1
+        self.grad[:, j].index_add_(1, self.flat, source)
+
+    def result(self) -> torch.Tensor:
+        assert self.grad is not None
+        return self.grad.reshape(self.obj.shape).conj_physical_()
+
+
+def multislice_object_waves(
+    probe: torch.Tensor,
+    obj: torch.Tensor,
+    corners: torch.Tensor,
+    propagator: torch.Tensor,
+    periodic: bool = False,
+) -> torch.Tensor:
+    """Exit waves (B, S, M, ny, nx) of probes (B|1, M, ny, nx) through the windows of
+    ``obj`` (S, L, Ny, Nx) at integer ``corners`` (B, 2), with a propagator (ny, nx) or
+    (B, 1, 1, ny, nx): :func:`multislice_waves` of :func:`gather_windows`, gathering and
+    scatter-adding one slice at a time. Shapes and bounds are checked by the caller
+    (:func:`ptyscope.physics.multislice.multislice_forward`).
+    """
+    window = (int(probe.shape[-2]), int(probe.shape[-1]))
+    source = _ObjectSource(obj, corners, window, periodic)
+    waves: torch.Tensor = _MultisliceWaves.apply(probe, obj, propagator, source)  # type: ignore[no-untyped-call]
+    return waves
+
+
 class _MultisliceWaves(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, probe: torch.Tensor, patches: torch.Tensor, propagator: torch.Tensor
+        ctx: Any,
+        probe: torch.Tensor,
+        windows_of: torch.Tensor,
+        propagator: torch.Tensor,
+        source: _PatchSource | _ObjectSource,
     ) -> torch.Tensor:
-        batch = max(probe.shape[0], patches.shape[0])
-        states, slices = patches.shape[1], patches.shape[2]
+        states, slices = source.states, source.slices
+        batch = max(probe.shape[0], source.batch)
         wave = probe[:, None].expand(batch, states, *probe.shape[1:])
         keep = any(ctx.needs_input_grad)
         entering: list[torch.Tensor] = []
+        windows: list[torch.Tensor] = []
+        product: torch.Tensor | None = None  # ψ_j·O_j, reused: only the ψ_j are kept
+        spectrum: torch.Tensor | None = None
         for j in range(slices):
+            window = source.window(j)[:, :, None]  # (B|1, S, 1, ny, nx)
             if keep:
                 entering.append(wave)
-            wave = wave * patches[:, :, j, None]  # (B, S, M, ny, nx)
-            if j < slices - 1:
-                spectrum = torch.fft.fft2(wave)
-                spectrum.mul_(propagator)
-                wave = torch.fft.ifft2(spectrum)
+                windows.append(window)
+            if j == slices - 1:
+                wave = wave * window  # the exit wave (B, S, M, ny, nx)
+                break
+            product = torch.mul(wave, window, out=product)
+            spectrum = torch.fft.fft2(product, out=spectrum)
+            spectrum.mul_(propagator)
+            wave = torch.fft.ifft2(spectrum)
         if keep:
-            ctx.save_for_backward(probe, patches, propagator, *entering)
+            ctx.save_for_backward(probe, windows_of, propagator)
+            ctx.entering, ctx.windows, ctx.source = entering, windows, source
         return wave
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         # Runs on h = ḡ*, the conjugated gradient (module docstring).
-        probe, patches, propagator, *entering = ctx.saved_tensors
-        want_probe, want_patches, want_propagator = ctx.needs_input_grad
-        states, slices = patches.shape[1], patches.shape[2]
-        patch_batch = patches.shape[0]
-        ny, nx = grad.shape[-2:]
-        # (S, L, B, ny, nx): the layout the gather's backward adds from without a copy
-        patches_grad = (
-            grad.new_empty((states, slices, patch_batch, ny, nx)) if want_patches else None
-        )
+        probe, _, propagator = ctx.saved_tensors
+        entering, windows, source = ctx.entering, ctx.windows, ctx.source
+        want_probe, want_windows, want_propagator = ctx.needs_input_grad[:3]
+        slices = len(windows)
+        if want_windows:
+            source.start_backward()
         propagator_grad = torch.zeros_like(grad[:, 0, 0]) if want_propagator else None
+        # Two work buffers, updated in place: no allocation inside the loop.
         h = grad.conj_physical()  # h: the conjugated gradient of the wave leaving slice j
+        work = torch.empty_like(h)
+        conj_grad: torch.Tensor | None = None
         for j in range(slices - 1, -1, -1):
-            patch = patches[:, :, j, None]
+            window = windows[j]
             if j < slices - 1:  # through ψ_{j+1} = F⁻¹[p·F[ψ_j·O_j]]
-                h = torch.fft.ifft2(h)
+                torch.fft.ifft2(h, out=work)
                 if propagator_grad is not None:
-                    spectrum = torch.fft.fft2(entering[j] * patch)
-                    propagator_grad += (h * spectrum).sum(dim=(1, 2))
-                h.mul_(propagator)
-                h = torch.fft.fft2(h)
-            if patches_grad is not None:
-                # Σ over modes, and over positions for one patch shared by the batch,
-                # written straight into the (S, L, B) buffer
-                target = patches_grad[:, j].transpose(0, 1)  # (B, S, ny, nx) view
-                if patch_batch != h.shape[0]:
-                    target.copy_(_reduce_to((h * entering[j]).sum(dim=2), patch_batch))
-                elif h.shape[2] == 1:
-                    torch.mul(h[:, :, 0], entering[j][:, :, 0], out=target)
+                    spectrum = torch.fft.fft2(entering[j] * window)
+                    propagator_grad += (work * spectrum).sum(dim=(1, 2))
+                work.mul_(propagator)
+                torch.fft.fft2(work, out=h)
+            if want_windows:
+                # Σ over modes, and over positions for one window shared by the batch
+                if h.shape[2] == 1:
+                    conj_grad = torch.mul(h[:, :, 0], entering[j][:, :, 0], out=conj_grad)
+                    source.add(j, _reduce_to(conj_grad, source.batch))
                 else:
-                    torch.sum(h * entering[j], dim=2, out=target)
+                    source.add(j, _reduce_to(torch.sum(h * entering[j], dim=2), source.batch))
             if j > 0 or want_probe:
-                h = h * patch
+                h.mul_(window)
         probe_grad = None
         if want_probe:
             probe_grad = _reduce_to(h.sum(dim=1), probe.shape[0]).conj_physical_()
-        patches_view = None
-        if patches_grad is not None:
-            patches_view = patches_grad.conj_physical_().movedim(2, 0)
+        windows_grad = source.result() if want_windows else None
         if propagator_grad is not None:
             propagator_grad = propagator_grad.conj_physical_()
             if propagator.ndim == 2:
                 propagator_grad = propagator_grad.sum(dim=0)
             else:
                 propagator_grad = propagator_grad.reshape(propagator.shape)
-        return probe_grad, patches_view, propagator_grad
+        return probe_grad, windows_grad, propagator_grad, None
 
 
 def _reduce_to(tensor: torch.Tensor, batch: int) -> torch.Tensor:
