@@ -132,7 +132,8 @@ class _PatchSource:
 
     def result(self) -> torch.Tensor:
         assert self.grad is not None
-        return self.grad.movedim(2, 0)
+        grad, self.grad = self.grad, None  # the graph may outlive the backward
+        return grad.movedim(2, 0)
 
 
 class _ObjectSource:
@@ -173,7 +174,8 @@ class _ObjectSource:
 
     def result(self) -> torch.Tensor:
         assert self.grad is not None
-        return self.grad.reshape(self.obj.shape).conj_physical_()
+        grad, self.grad = self.grad, None  # the graph may outlive the backward
+        return grad.reshape(self.obj.shape).conj_physical_()
 
 
 def multislice_object_waves(
@@ -225,17 +227,21 @@ class _MultisliceWaves(torch.autograd.Function):
             spectrum.mul_(propagator)
             wave = torch.fft.ifft2(spectrum)
         if keep:
-            ctx.save_for_backward(probe, windows_of, propagator)
-            ctx.entering, ctx.windows, ctx.source = entering, windows, source
+            # save_for_backward, not ctx attributes: autograd frees them when the backward
+            # has run, though the caller may keep the graph (e.g. the last chunk's output
+            # while the next chunk's forward runs), and saved-tensor hooks see them.
+            ctx.save_for_backward(probe, windows_of, propagator, *entering, *windows)
+            ctx.source = source
         return wave
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         # Runs on h = ḡ*, the conjugated gradient (module docstring).
-        probe, _, propagator = ctx.saved_tensors
-        entering, windows, source = ctx.entering, ctx.windows, ctx.source
+        probe, _, propagator, *saved = ctx.saved_tensors
+        source = ctx.source
+        slices = len(saved) // 2
+        entering, windows = saved[:slices], saved[slices:]
         want_probe, want_windows, want_propagator = ctx.needs_input_grad[:3]
-        slices = len(windows)
         if want_windows:
             source.start_backward()
         propagator_grad = torch.zeros_like(grad[:, 0, 0]) if want_propagator else None
