@@ -45,7 +45,6 @@ from torch._C._distributed_c10d import HashStore
 from torch.distributed.distributed_c10d import PrefixStore, ProcessGroupGloo
 
 from ptyscope.config import ReconstructionConfig, load_config
-from ptyscope.io.datafile import write_dataset
 from ptyscope.reconstruction.distributed import (
     DataParallel,
     DistributedError,
@@ -56,6 +55,7 @@ from ptyscope.reconstruction.engine import Engine, EngineSettings
 from ptyscope.reconstruction.parameters import GroupSettings
 from ptyscope.reconstruction.run import build_run, run_reconstruction
 from ptyscope.reconstruction.setup import prepare
+from tests.reliability._runs import write_case
 
 from ._data import A, srtio3
 
@@ -324,37 +324,9 @@ def test_two_ranks_resume_exactly_and_only_rank_0_writes(tmp_path: Path) -> None
 # ---------------------------------------------------------------- torchrun, real processes
 def _case(folder: Path, batch_size: str) -> Path:
     """The engine tests' run as a config: 4 iterations, a checkpoint every 2."""
-    folder.mkdir(parents=True)
-    write_dataset(folder / "data.h5", srtio3(2, scan_shape=8).dataset)
-    config = folder / "run.toml"
-    config.write_text(
-        f"""
-[data]
-path = "data.h5"
-
-[probe]
-defocus_ang = 60.0
-start = 1
-
-[object]
-slices = 2
-slice_thickness_ang = {A}
-
-[positions]
-fit = true
-start = 2
-
-[optimization]
-iterations = 4
-batch_size = {batch_size}
-checkpoint_every = 2
-device = "cpu"
-
-[output]
-path = "two.h5"
-"""
+    return write_case(
+        folder, iterations=4, batch_size=batch_size, checkpoint_every=2, output="two.h5"
     )
-    return config
 
 
 def _torchrun(config: Path) -> subprocess.Popen[str]:

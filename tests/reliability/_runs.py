@@ -19,8 +19,17 @@ COMMAND = (sys.executable, "-m", "ptyscope.cli", "reconstruct")
 ITERATIONS = 8
 
 
-def write_case(folder: Path, *, seed: int = 0, iterations: int = ITERATIONS) -> Path:
-    """Write the data and a ``run.toml`` (checkpoint every iteration) into ``folder``."""
+def write_case(
+    folder: Path,
+    *,
+    seed: int = 0,
+    iterations: int = ITERATIONS,
+    batch_size: str = "16",
+    checkpoint_every: int = 1,
+    output: str = "rec.h5",
+) -> Path:
+    """Write the data and a ``run.toml`` into ``folder`` (by default 16 patterns per batch,
+    a checkpoint every iteration; ``batch_size`` as TOML, e.g. ``'"full"'``)."""
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data.h5"
     if not data.exists():
@@ -45,13 +54,13 @@ start = 2
 
 [optimization]
 iterations = {iterations}
-batch_size = 16
-checkpoint_every = 1
+batch_size = {batch_size}
+checkpoint_every = {checkpoint_every}
 device = "cpu"
 seed = {seed}
 
 [output]
-path = "rec.h5"
+path = "{output}"
 """
     )
     return config

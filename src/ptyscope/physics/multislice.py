@@ -163,6 +163,18 @@ def _check_inside(corners: torch.Tensor, window: tuple[int, int], big: tuple[int
         )
 
 
+def _check_propagator(propagator: torch.Tensor, window: tuple[int, int], batch: int) -> None:
+    if (
+        propagator.ndim not in (2, 3)
+        or tuple(propagator.shape[-2:]) != window
+        or (propagator.ndim == 3 and propagator.shape[0] != batch)
+    ):
+        raise ValueError(
+            f"propagator must have shape {window} or ({batch}, *{window}) to match the "
+            f"probe window and batch, got {tuple(propagator.shape)}"
+        )
+
+
 def multislice_exit_waves(
     probe: torch.Tensor, object_patches: torch.Tensor, propagator: torch.Tensor
 ) -> torch.Tensor:
@@ -197,16 +209,8 @@ def multislice_exit_waves(
             f"probe must have shape (M, ny, nx) or (B={batch}, M, ny, nx), got {tuple(probe.shape)}"
         )
     batch = max(batch, probe.shape[0])  # one object patch may serve a batch of probes
-    window = tuple(object_patches.shape[-2:])
-    if (
-        propagator.ndim not in (2, 3)
-        or tuple(propagator.shape[-2:]) != window
-        or (propagator.ndim == 3 and propagator.shape[0] != batch)
-    ):
-        raise ValueError(
-            f"propagator must have shape {window} or ({batch}, *{window}) to match the "
-            f"probe window and batch, got {tuple(propagator.shape)}"
-        )
+    window = (int(object_patches.shape[-2]), int(object_patches.shape[-1]))
+    _check_propagator(propagator, window, batch)
     if tuple(probe.shape[-2:]) != window:
         raise ValueError(
             f"probe window {tuple(probe.shape[-2:])} must equal the object patch window {window}"
@@ -297,16 +301,7 @@ def multislice_forward(
     shifted = fourier_shift(probe, fractions)  # (B, M, ny, nx)
     if not periodic:
         _check_inside(corners, window, (obj.shape[-2], obj.shape[-1]))
-    batch = corners.shape[0]
-    if (
-        propagator.ndim not in (2, 3)
-        or tuple(propagator.shape[-2:]) != window
-        or (propagator.ndim == 3 and propagator.shape[0] != batch)
-    ):
-        raise ValueError(
-            f"propagator must have shape {window} or ({batch}, *{window}), got "
-            f"{tuple(propagator.shape)}"
-        )
+    _check_propagator(propagator, window, int(corners.shape[0]))
     if propagator.ndim == 3:
         propagator = propagator[:, None, None]  # (B, 1, 1, ny, nx)
     # Gathers the windows and scatters their gradients one slice at a time.
