@@ -114,6 +114,7 @@ def ptyscope_run(
     iterations: int = 5,
     chunk: int = 64,
     data: Path | None = None,
+    device: str = "cpu",
 ) -> Any:
     """A ``ReconstructionRun`` of the case, built the way ``ptyscope reconstruct`` builds it.
 
@@ -121,7 +122,8 @@ def ptyscope_run(
     iteration, amplitude loss, random mini-batches (``batch=None``: full batch), the
     probe-power and amplitude ≤ 1 constraints and the NaN guard; no position, tilt or
     thickness fitting; no checkpoints. ``slices`` other than 20 keep the total thickness.
-    ``data``: another dataset of the same specimen (see :func:`variant`).
+    ``data``: another dataset of the same specimen (see :func:`variant`); ``device``: as
+    ``optimization.device`` (``"cuda"`` for the GPU figures).
     """
     from ptyscope.config import ReconstructionConfig
     from ptyscope.reconstruction.run import build_run
@@ -140,7 +142,7 @@ def ptyscope_run(
                 "batch_size": "full" if batch is None else batch,
                 "chunk_size": chunk,
                 "checkpoint_every": None,
-                "device": "cpu",
+                "device": device,
             },
         }
     )

@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=64, help="patterns per forward/backward")
     parser.add_argument("--data", type=Path, default=None, help="another dataset (scaling)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,6 +58,7 @@ def main() -> None:
         iterations=args.iterations,
         chunk=args.chunk,
         data=args.data,
+        device=args.device,
     )
     engine = run.engine
     rss_before = rss_mib("VmRSS")
@@ -73,6 +75,11 @@ def main() -> None:
                 "version": ptyscope.__version__,
                 "seconds_per_iteration": seconds,
                 "peak_rss_mib": rss_mib("VmHWM"),
+                "cuda_peak_mib": (
+                    torch.cuda.max_memory_allocated() / 2**20
+                    if args.device.startswith("cuda")
+                    else None
+                ),
                 "rss_before_iterations_mib": rss_before,
                 "final_loss": losses[-1],
                 "settings": {
