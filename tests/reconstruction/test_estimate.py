@@ -118,11 +118,12 @@ def test_run_shape_matches_the_object_prepare_builds() -> None:
     assert run_shape(config, dataset, processes=3).batch == 3  # ⌈7 / 3⌉ per process
 
 
-def test_saved_activations_scale_linearly_and_extrapolate_exactly() -> None:
-    window, slices, modes, states = (20, 24), 3, 2, 2
-    chunk = measure_chunk(window, slices, modes, states)
-    direct = activations._measure(
-        5,
+def _measure_directly(
+    positions: int, window: tuple[int, int], slices: int, modes: int, states: int
+) -> activations._Pass:
+    """The pass of ``positions`` measured at full size (no extrapolation, no scaling)."""
+    return activations._measure(
+        positions,
         window,
         slices,
         modes,
@@ -132,6 +133,12 @@ def test_saved_activations_scale_linearly_and_extrapolate_exactly() -> None:
         propagator_trainable=False,
         gradients_exist=False,
     )
+
+
+def test_saved_activations_scale_linearly_and_extrapolate_exactly() -> None:
+    window, slices, modes, states = (20, 24), 3, 2, 2
+    chunk = measure_chunk(window, slices, modes, states)
+    direct = _measure_directly(5, window, slices, modes, states)
     saved, events, object_bytes = direct.saved, direct.events, direct.object_bytes
     assert chunk.saved(5) == saved  # measured at 2 and 3 positions, exact at 5
     assert chunk.peak(5, object_bytes) == max(live + n * object_bytes for live, n in events)
@@ -154,17 +161,7 @@ def test_a_large_window_is_measured_small_and_scaled() -> None:
     window, slices, modes, states = (64, 80), 3, 2, 1
     assert max(window) > activations.MEASURED_WINDOW
     chunk = measure_chunk(window, slices, modes, states)
-    direct = activations._measure(
-        4,
-        window,
-        slices,
-        modes,
-        states,
-        loss="amplitude",
-        tilt_map=False,
-        propagator_trainable=False,
-        gradients_exist=False,
-    )
+    direct = _measure_directly(4, window, slices, modes, states)
     assert chunk.saved(4) == pytest.approx(direct.saved, rel=0.01)
     peak = max(live + n * direct.object_bytes for live, n in direct.events)
     assert chunk.peak(4, direct.object_bytes) == pytest.approx(peak, rel=0.01)

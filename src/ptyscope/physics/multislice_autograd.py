@@ -6,8 +6,9 @@ slice gradients, and the gather's backward (``index_put`` with accumulation) sor
 indices. The functions here give the same values and the same gradients (PyTorch's
 convention: the gradient of a real loss with respect to z is ∂L/∂Re z + i ∂L/∂Im z) with
 the FFTs the model needs and a few elementwise products, and save only the wave entering
-each slice (benchmarks/fft_bound.py measures the difference; ``tests/physics/
-test_multislice_autograd.py`` checks both against autograd of the plain loop).
+each slice and that slice's window (benchmarks/fft_bound.py measures the difference;
+``tests/physics/test_multislice_autograd.py`` checks both against autograd of the plain
+loop).
 
 Gradients of one slice step, u = ψ_j·O_j, ψ_{j+1} = F⁻¹[p·F[u]] (F unnormalised, as
 ``torch.fft.fft2``; F⁻¹ = ``ifft2`` with its 1/N):
