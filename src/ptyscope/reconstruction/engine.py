@@ -172,13 +172,20 @@ class EngineSettings:
 
 @dataclass
 class History:
-    """Per-iteration record."""
+    """Per-iteration record.
+
+    ``probe_mode_power`` holds, per iteration, the power of each orthogonalised probe mode
+    (the eigenvalues of the modes' overlap matrix, strongest first): what the mixed state
+    puts in each mode, whatever basis the fitted modes happen to be in. It is empty in a
+    checkpoint written before it was recorded.
+    """
 
     loss: list[float] = field(default_factory=list)
     tilt_y_mrad: list[float] = field(default_factory=list)
     tilt_x_mrad: list[float] = field(default_factory=list)
     slice_thickness_ang: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    probe_mode_power: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -195,6 +202,14 @@ class NumericalError(RuntimeError):
 
     The engine is left in the last good state (the start of the failing iteration).
     """
+
+
+def _mode_power(probe: torch.Tensor) -> list[float]:
+    """Power of each orthogonalised mode of ``probe`` (complex (modes, ny, nx)), strongest
+    first: the eigenvalues of the overlap G_ij = <m_i, m_j>, in float64 on the CPU."""
+    modes = probe.reshape(probe.shape[0], -1)
+    overlap = (modes.conj() @ modes.T).cpu().to(torch.complex128)
+    return [float(value) for value in torch.linalg.eigvalsh(overlap).flip(0)]
 
 
 def _plain(value: Any) -> Any:
@@ -369,6 +384,7 @@ class Engine:
         self.history.tilt_y_mrad.append(float(tilt[0]))
         self.history.tilt_x_mrad.append(float(tilt[1]))
         self.history.slice_thickness_ang.append(float(self.params.thickness.detach()))
+        self.history.probe_mode_power.append(_mode_power(self.params.probe.detach()))
         self.history.seconds.append(time.perf_counter() - start)
         self.iteration += 1
         return loss

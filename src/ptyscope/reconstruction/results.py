@@ -9,6 +9,9 @@ Layout::
     state_weights          float64 (states,)
     tilt_map_mrad          float64 (scan_y, scan_x, 2), (y, x), when a tilt map is used
     history/               loss, tilt_x_mrad, tilt_y_mrad, slice_thickness_ang, seconds
+                           (iterations,); probe_mode_power (iterations, modes): the power
+                           of each orthogonalised probe mode, strongest first (absent
+                           in results written before it was recorded)
     events/                iteration (int), kind, message (str): numerical rollbacks and
                            divergence reports, in order (empty when the run was clean)
     config                 attr text: the TOML config
@@ -108,7 +111,10 @@ def write_result(
         handle.attrs["device"] = str(params.object.device)
         history = handle.create_group("history")
         for key, values in asdict(engine.history).items():
-            history.create_dataset(key, data=np.asarray(values, dtype=np.float64))
+            data = np.asarray(values, dtype=np.float64)
+            if key == "probe_mode_power":  # (iterations, modes), also when empty
+                data = data.reshape(-1, params.probe.shape[0])
+            history.create_dataset(key, data=data)
         events = handle.create_group("events")
         iterations = [event.iteration for event in engine.events]
         events.create_dataset("iteration", data=np.asarray(iterations, dtype=np.int64))

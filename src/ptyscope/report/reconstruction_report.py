@@ -2,8 +2,10 @@
 
 ``write_report`` opens a result file (layout in :mod:`ptyscope.reconstruction.results`),
 draws one PNG per figure and writes ``index.html`` beside them, a self-contained page that
-refers to the PNGs by relative path. The object is read one slice at a time, so the report
-of a large reconstruction never holds more than one slice's complex array in memory.
+refers to the PNGs by relative path, and opens with the failure signs that
+:mod:`ptyscope.report.diagnostics` finds, each with what to try. The object is read one
+slice at a time, so the report of a large reconstruction never holds more than one slice's
+complex array in memory.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import numpy.typing as npt
 from ptyscope import __version__
 from ptyscope.io.atomic import atomic_path
 from ptyscope.report import reconstruction_figures as figs
+from ptyscope.report.diagnostics import Finding, diagnose, format_findings, read_summary
 
 __all__ = [
     "REQUIRED_DATASETS",
     "StateImages",
+    "format_findings",
     "read_state_images",
     "summed_phase",
     "write_report",
@@ -327,7 +331,26 @@ figure { margin: 0 0 2em 0; }
 img { max-width: 100%; }
 figcaption { color: #555; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
+.findings li { margin-bottom: 0.6em; }
+.warning .label { color: #b00020; font-weight: bold; }
+.info .label { color: #555; }
+.try { color: #555; }
 """
+
+
+def _diagnostics_html(findings: Sequence[Finding]) -> str:
+    """The diagnostics section: warnings first, each with what to try, then the notes."""
+    esc = html.escape
+    warnings = [f for f in findings if f.severity == "warning"]
+    lead = "" if warnings else "<p>No failure signs found.</p>\n"
+    items = "\n".join(
+        f'<li class="{esc(f.severity)}"><span class="label">'
+        f"{'warning' if f.severity == 'warning' else 'note'}</span> {esc(f.message)}"
+        + (f'<br><span class="try">Try: {esc(f.suggestion)}</span>' if f.suggestion else "")
+        + "</li>"
+        for f in (*warnings, *(f for f in findings if f.severity != "warning"))
+    )
+    return lead + (f'<ul class="findings">\n{items}\n</ul>\n' if items else "")
 
 
 def _page(
@@ -335,6 +358,7 @@ def _page(
     rows: Sequence[tuple[str, str]],
     figures: Sequence[tuple[str, str]],
     config: str | None,
+    findings: Sequence[Finding] = (),
 ) -> str:
     esc = html.escape
     table = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
@@ -347,7 +371,8 @@ def _page(
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<h1>{esc(title)}</h1>\n<h2>Run</h2>\n<table>\n{table}\n</table>\n"
+        f"<h1>{esc(title)}</h1>\n<h2>Diagnostics</h2>\n{_diagnostics_html(findings)}"
+        f"<h2>Run</h2>\n<table>\n{table}\n</table>\n"
         f"<h2>Figures</h2>\n{body}\n<h2>Config</h2>\n{config_block}\n</body>\n</html>\n"
     )
 
@@ -377,6 +402,7 @@ def write_report(
     folder: str | os.PathLike[str],
     *,
     truth: Mapping[str, Any] | None = None,
+    measured: npt.ArrayLike | None = None,
 ) -> Path:
     """Write the figures and ``index.html`` of a reconstruction result into ``folder``.
 
@@ -395,6 +421,10 @@ def write_report(
     truth:
         Optional known answers on the object grid: ``{"phase_rad": real (ny, nx)}``, the
         summed phase [rad], compared with state 0's summed phase (means removed).
+    measured:
+        Optional real (..., ny, nx) patterns the run fitted, in counts: the diagnostics
+        then judge the loss against its Poisson noise floor
+        (:func:`ptyscope.report.diagnostics.loss_floor`).
 
     Returns
     -------
@@ -415,6 +445,8 @@ def write_report(
         state0 = read_state_images(handle["object"], 0, max_slices=_MAX_SLICE_PANELS)
         # Only the summed phase of the other states is kept, one slice read at a time.
         other_states = [read_state_images(handle["object"], s) for s in range(1, states)]
+        summary = read_summary(handle, phase_sum=state0.phase_sum, amplitude=state0.amplitude)
+    findings = diagnose(summary, measured=measured)
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.html"
     # Each figure is replaced atomically and the index is written last; the old index goes
@@ -470,6 +502,7 @@ def write_report(
         _table_rows(run, rms, truth_rms),
         [(name, captions[name]) for name in figures],
         run.config_text,
+        findings,
     )
     with atomic_path(index) as tmp:
         tmp.write_text(page, encoding="utf-8")
