@@ -228,6 +228,72 @@ def simulate(config: Path, output: Path | None, device: str | None, quiet: bool)
     )
 
 
+@main.command("init")
+@click.argument("datafile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("run.toml"),
+    show_default=True,
+    help="The reconstruction config to write.",
+)
+@click.option("--format", "file_format", default=None, help="Reader name (default: by extension).")
+@click.option("--scan-shape", nargs=2, type=int, default=None, help="SCAN_Y SCAN_X of frame files.")
+@click.option("--energy-ev", type=float, default=None, help="Beam energy [eV].")
+@click.option("--semiangle-mrad", type=float, default=None, help="Probe semiangle [mrad].")
+@click.option("--scan-step-ang", nargs=2, type=float, default=None, help="STEP_Y STEP_X [Å].")
+@click.option("--thickness-ang", type=float, default=None, help="Specimen thickness [Å].")
+@click.option("--iterations", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--force", is_flag=True, help="Replace existing config files.")
+def init(
+    datafile: Path,
+    output: Path,
+    file_format: str | None,
+    scan_shape: tuple[int, int] | None,
+    energy_ev: float | None,
+    semiangle_mrad: float | None,
+    scan_step_ang: tuple[float, float] | None,
+    thickness_ang: float | None,
+    iterations: int,
+    force: bool,
+) -> None:
+    """Inspect DATAFILE and write a commented starter config for `ptyscope reconstruct`.
+
+    Measures the bright-field disk (detector calibration), scan rotation, dose, defocus
+    (parallax of bright-field images), object pixel and overlap, and suggests slices from
+    the depth of field and --thickness-ang. What the file does not record and no option
+    gives is filled with a typical value and marked CONFIRM in the config. Writes a
+    preprocess config too when the patterns need centring first.
+    """
+    from ptyscope.starter import inspect_for_reconstruction, write_starter
+
+    if not datafile.exists():
+        _fail(f"datafile must be an existing file, got {str(datafile)!r}")
+    try:
+        starter = inspect_for_reconstruction(
+            datafile,
+            file_format=file_format,
+            scan_shape=scan_shape,
+            energy_ev=energy_ev,
+            semiangle_mrad=semiangle_mrad,
+            scan_step_ang=scan_step_ang,
+            thickness_ang=thickness_ang,
+        )
+        written = write_starter(starter, output, overwrite=force, iterations=iterations)
+    except (ValueError, FileExistsError, FileNotFoundError, NotImplementedError) as exc:
+        _fail(str(exc))
+    for name, reason in starter.confirm.items():
+        click.echo(f"CONFIRM {name}: {reason}")
+    for note in starter.notes:
+        click.echo(f"note: {note}")
+    for path in written:
+        click.echo(f"wrote {path}")
+    steps = [f"ptyscope preprocess {written[0]}"] if len(written) == 2 else []
+    steps.append(f"ptyscope reconstruct {written[-1]}")
+    click.echo("next: " + " && ".join(steps))
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 def preprocess(config: Path) -> None:
@@ -701,6 +767,18 @@ def analyze_vibrations_command(
     click.echo(f"branch averages along {path} ({report.cells} cells): {averages} THz")
     click.echo(f"wrote {report.vibrations_csv.parent}")
 
+
+def _register_commands() -> None:
+    """Commands defined beside the code they drive."""
+    from ptyscope.io.export_command import export, export_atoms_command
+    from ptyscope.report.viewer import view_command
+
+    main.add_command(view_command)
+    main.add_command(export)
+    main.add_command(export_atoms_command)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ from ptyscope import __version__
 from ptyscope.io.atomic import atomic_path
 from ptyscope.report import reconstruction_figures as figs
 from ptyscope.report.diagnostics import Finding, diagnose, format_findings, read_summary
+from ptyscope.report.viewer import write_viewer
 
 __all__ = [
     "REQUIRED_DATASETS",
@@ -46,6 +47,9 @@ _HISTORY_KEYS = ("loss", "tilt_x_mrad", "tilt_y_mrad", "slice_thickness_ang", "s
 _TRUTH_KEYS = ("phase_rad",)
 #: At most this many slice panels; thicker objects show evenly spaced slices.
 _MAX_SLICE_PANELS = 35
+#: Largest object (2 · (states + 1) · (slices + 1) · ny · nx pixels) whose interactive viewer
+#: the report builds: about 100 MB of embedded 8-bit images at worst.
+VIEWER_MAX_PIXELS = 100_000_000
 #: Figure captions in the page (the slice-phase one is built per run).
 _CAPTIONS = {
     "object_amplitude.png": "Amplitude of the object, the product over slices (state 0).",
@@ -359,8 +363,16 @@ def _page(
     figures: Sequence[tuple[str, str]],
     config: str | None,
     findings: Sequence[Finding] = (),
+    viewer: str | None = None,
 ) -> str:
     esc = html.escape
+    link = (
+        f'<p><a href="{esc(viewer)}">Interactive viewer</a>: every slice, object state and '
+        "probe mode.</p>\n"
+        if viewer
+        else "<p>Interactive viewer: too large to build with the report; "
+        "run <code>ptyscope view RESULT</code>.</p>\n"
+    )
     table = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     body = "\n".join(
         f'<figure><img src="{esc(name)}" alt="{esc(caption)}">'
@@ -372,7 +384,7 @@ def _page(
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"<h1>{esc(title)}</h1>\n<h2>Diagnostics</h2>\n{_diagnostics_html(findings)}"
-        f"<h2>Run</h2>\n<table>\n{table}\n</table>\n"
+        f"<h2>Run</h2>\n{link}<table>\n{table}\n</table>\n"
         f"<h2>Figures</h2>\n{body}\n<h2>Config</h2>\n{config_block}\n</body>\n</html>\n"
     )
 
@@ -497,12 +509,20 @@ def write_report(
         "object_phase.png": f"Phase of the slices ({shown} {slices}, state 0) and their sum.",
         **_CAPTIONS,
     }
+    # The interactive viewer embeds every (state, slice) image twice (phase, amplitude) as
+    # 8-bit PNGs; past VIEWER_MAX_PIXELS the page would be hundreds of MB, so it is left to
+    # `ptyscope view` on request.
+    viewer_pixels = 2 * (states + 1) * (slices + 1) * ny * nx
+    viewer = None
+    if viewer_pixels <= VIEWER_MAX_PIXELS:
+        viewer = write_viewer(source, out / "viewer.html").name
     page = _page(
         f"ptyscope reconstruction: {source.name}",
         _table_rows(run, rms, truth_rms),
         [(name, captions[name]) for name in figures],
         run.config_text,
         findings,
+        viewer,
     )
     with atomic_path(index) as tmp:
         tmp.write_text(page, encoding="utf-8")
