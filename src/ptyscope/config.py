@@ -309,12 +309,19 @@ class ObjectConfig(_Model):
 
 
 class InitConfig(_Model):
-    """Start from an earlier result of the same data (the two-stage mixed-object preset).
+    """Start from earlier results: of the same data, or a probe / object of another run.
 
-    Stage 1: one object state, several probe modes, fitted (the modes absorb the partial
-    coherence). Stage 2: ``init.result`` = stage 1's result, ``object.states`` = 10-20 and
-    ``probe.fit = false``: each state starts from stage 1's object with its own random
-    phases, and the probe modes stay as stage 1 found them.
+    ``result``: an earlier ptyscope result of the same data (the two-stage mixed-object
+    preset). Stage 1: one object state, several probe modes, fitted (the modes absorb the
+    partial coherence). Stage 2: ``init.result`` = stage 1's result, ``object.states`` =
+    10-20 and ``probe.fit = false``: each state starts from stage 1's object with its own
+    random phases, and the probe modes stay as stage 1 found them.
+
+    ``probe_file`` / ``object_file``: the probe or object of another reconstruction
+    (ptyscope, PtyRAD ``model_*.hdf5`` or py4DSTEM ``.h5``), resampled to this run's pixel
+    size and probe window and placed on its object grid
+    (:mod:`ptyscope.reconstruction.initial`); the probe modes must equal ``probe.modes``
+    and the slices ``object.slices``.
     """
 
     result: Path | None = None
@@ -323,6 +330,31 @@ class InitConfig(_Model):
     object: bool = True
     probe: bool = True
     positions: bool = True
+    #: Probe of another reconstruction (path, relative to the config file): its modes
+    #: become this run's initial probe, resampled to this run's pixels [Å] and window.
+    probe_file: Path | None = None
+    #: Object of another reconstruction (path, relative to the config file), resampled and
+    #: placed by the centroid of its probe positions; vacuum where it does not reach.
+    object_file: Path | None = None
+    #: Format of probe_file and object_file: "auto" recognises each file; or "ptyscope",
+    #: "ptyrad" (PtyRAD model_*.hdf5) or "py4dstem" (py4DSTEM.save of a ptychography).
+    format: Literal["auto", "ptyscope", "ptyrad", "py4dstem"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> InitConfig:
+        if self.result is None:
+            return self
+        for key, taken, path in (
+            ("probe", self.probe, self.probe_file),
+            ("object", self.object, self.object_file),
+        ):
+            if taken and path is not None:
+                raise ValueError(
+                    f"init.{key}_file ({str(path)!r}) and init.result ({str(self.result)!r}) "
+                    f"both give the initial {key}: set init.{key} = false to take it from "
+                    f"init.{key}_file, or drop init.{key}_file"
+                )
+        return self
 
 
 class PropagatorConfig(_Model):

@@ -49,7 +49,7 @@ from .constraints import (
 from .distributed import DataParallel
 from .engine import Engine, EngineSettings, NumericalError
 from .estimate import check_memory, estimate_run
-from .initial import initialise_from_result
+from .initial import initialise
 from .parameters import GroupSettings
 from .preflight import check_reconstruction
 from .results import write_result
@@ -148,17 +148,13 @@ def build_run(
         state_phase_noise_rad=config.object.state_noise_rad,
         device=device,
     )
-    init = config.init
-    if init.result is not None:
-        initialise_from_result(
-            setup,
-            init.result if init.result.is_absolute() else base_dir / init.result,
-            obj=init.object,
-            probe=init.probe,
-            positions=init.positions,
-            state_noise_rad=config.object.state_noise_rad,
-            seed=config.optimization.seed,
-        )
+    initialise(
+        setup,
+        config.init,
+        base_dir=base_dir,
+        state_noise_rad=config.object.state_noise_rad,
+        seed=config.optimization.seed,
+    )
     constraints: list[Constraint] = [ProbePower()]
     if config.object.amplitude_limit:
         constraints.append(AmplitudeLimit())
