@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(VENV)/bin/ptyscope demo --output ptyscope-demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks validation docs/conf.py docs/figures
-	$(PY) -m ruff format --check src tests benchmarks validation docs/conf.py docs/figures
+	$(PY) -m ruff check src tests benchmarks validation docs/conf.py docs/figures docs/tutorials
+	$(PY) -m ruff format --check src tests benchmarks validation docs/conf.py docs/figures docs/tutorials
 
 typecheck: $(STAMP)
 	$(PY) -m mypy src/ptyscope
