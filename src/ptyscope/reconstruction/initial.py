@@ -74,6 +74,23 @@ def _read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise ValueError(f"init.result: cannot read {os.fspath(path)!r} ({exc})") from None
 
 
+def _states_from_mean(
+    states: np.ndarray, weights: np.ndarray, count: int, noise_rad: float, seed: int
+) -> torch.Tensor:
+    """``count`` object states, each the weighted mean of ``states`` times exp(i·φ_s).
+
+    states: complex (states, slices, ny, nx); weights: (states,). φ_s ~ N(0, noise_rad²)
+    per pixel and state from a generator seeded with ``seed``; no noise when count is 1.
+    Returns complex64 (count, slices, ny, nx).
+    """
+    w = np.asarray(weights, dtype=np.float64).reshape(-1, 1, 1, 1)
+    mean = torch.as_tensor((w * states).sum(axis=0).astype(np.complex64))
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((count, *mean.shape), generator=generator)
+    noise *= noise_rad if count > 1 else 0.0
+    return mean[None] * torch.polar(torch.ones_like(noise), noise)
+
+
 def initialise_from_result(
     setup: ReconstructionSetup,
     path: str | os.PathLike[str],
@@ -115,14 +132,10 @@ def initialise_from_result(
                 f"needs (*, {want[0]}, {want[1]}, {want[2]}): use the same data, "
                 "object.slices and padding"
             )
-        weights = np.asarray(stored["state_weights"], dtype=np.float64).reshape(-1, 1, 1, 1)
-        mean = torch.as_tensor((weights * previous).sum(axis=0), dtype=params.object.dtype)
-        states = params.num_states
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn((states, *mean.shape), generator=generator)
-        noise *= state_noise_rad if states > 1 else 0.0
-        start = mean[None] * torch.polar(torch.ones_like(noise), noise)
-        params.object.data.copy_(start.to(params.object.device))
+        start = _states_from_mean(
+            previous, stored["state_weights"], params.num_states, state_noise_rad, seed
+        )
+        params.object.data.copy_(start.to(params.object))
     if probe:
         modes = stored["probe"]
         if tuple(modes.shape) != tuple(params.probe.shape):
@@ -284,12 +297,7 @@ def import_object(
     if placed.shape[0] == states:
         start = torch.as_tensor(placed)
     else:
-        weights = foreign.state_weights.reshape(-1, 1, 1, 1)
-        mean = torch.as_tensor((weights * placed).sum(axis=0).astype(np.complex64))
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn((states, *mean.shape), generator=generator)
-        noise *= state_noise_rad if states > 1 else 0.0
-        start = mean[None] * torch.polar(torch.ones_like(noise), noise)
+        start = _states_from_mean(placed, foreign.state_weights, states, state_noise_rad, seed)
     params.object.data.copy_(start.to(params.object))
 
 
