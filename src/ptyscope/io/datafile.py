@@ -47,6 +47,7 @@ from ptyscope.data.dataset import Calibration, Dataset4D
 from ptyscope.data.formats._common import MAX_DEFLATE_RATIO, DataFormatError
 
 from .atomic import atomic_path
+from .hdf5_guard import open_untrusted_hdf5
 
 __all__ = [
     "FORMAT_NAME",
@@ -445,7 +446,7 @@ def _open_checked(path: str | os.PathLike[str], kind: str) -> h5py.File:
     if not os.path.exists(path):
         raise FileNotFoundError(f"path does not exist: {os.fspath(path)!r}")
     with untrusted_hdf5(path):
-        handle = h5py.File(path, "r")
+        handle = open_untrusted_hdf5(path)
         try:
             _check_header(path, handle, kind)
         except BaseException:
@@ -533,5 +534,5 @@ def read_ground_truth(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _file_kind(path: str | os.PathLike[str]) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"path does not exist: {os.fspath(path)!r}")
-    with untrusted_hdf5(path), h5py.File(path, "r") as handle:
+    with untrusted_hdf5(path), open_untrusted_hdf5(path) as handle:
         return hdf5_text(handle, "kind") or ""

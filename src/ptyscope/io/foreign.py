@@ -51,6 +51,8 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from ptyscope.io.hdf5_guard import check_hdf5_metadata
+
 __all__ = [
     "FOREIGN_FORMATS",
     "ForeignObject",
@@ -363,6 +365,7 @@ def _open(path: str | os.PathLike[str]) -> h5py.File:
         raise ValueError(
             f"{where!r}: PyTorch checkpoints (.pt) are not read; use PtyRAD's model_*.hdf5"
         )
+    check_hdf5_metadata(where)
     try:
         return h5py.File(where, "r")
     except OSError as exc:

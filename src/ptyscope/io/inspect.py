@@ -20,6 +20,7 @@ import numpy as np
 
 from ptyscope.data.formats.numpy_files import read_npy_header
 from ptyscope.io.datafile import walk_hdf5
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 
 __all__ = ["KNOWN_SUFFIXES", "ArrayInfo", "FileSummary", "describe_file"]
 
@@ -149,7 +150,7 @@ def _describe_npz(path: Path) -> list[ArrayInfo]:
 
 def _describe_hdf5(path: Path) -> tuple[list[ArrayInfo], dict[str, Any]]:
     arrays: list[ArrayInfo] = []
-    with h5py.File(path, "r") as handle:
+    with open_untrusted_hdf5(path) as handle:
         root_attrs = {k: _plain(v) for k, v in handle.attrs.items()}
         for name, obj in walk_hdf5(handle):
             if isinstance(obj, h5py.Dataset):

@@ -32,12 +32,12 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-import h5py
 import numpy as np
 import torch
 
 from ptyscope.config import InitConfig
 from ptyscope.io.foreign import ForeignFormat, read_object, read_probe
+from ptyscope.io.hdf5_guard import untrusted_hdf5_file
 
 from .setup import ReconstructionSetup
 
@@ -62,7 +62,7 @@ _SAME_PIXEL_RTOL = 1e-6
 
 def _read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
-        with h5py.File(path, "r") as handle:
+        with untrusted_hdf5_file(path) as handle:
             names = ("object", "probe", "positions_ang", "nominal_positions_ang", "state_weights")
             missing = [name for name in names if name not in handle]
             if missing:

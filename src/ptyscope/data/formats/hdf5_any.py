@@ -49,6 +49,7 @@ from ptyscope.io.datafile import (
     untrusted_hdf5,
     walk_hdf5,
 )
+from ptyscope.io.hdf5_guard import check_hdf5_metadata
 
 from ._common import (
     build_calibration,
@@ -67,6 +68,7 @@ _MAX_VERSION_BYTES = 2**16
 
 
 def _open(path: str | os.PathLike[str]) -> h5py.File:
+    check_hdf5_metadata(path)
     try:
         return h5py.File(path, "r")
     except (OSError, RuntimeError, ValueError, KeyError) as error:
