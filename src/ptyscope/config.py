@@ -417,6 +417,9 @@ class OptimizationConfig(_Model):
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
     #: Patterns per forward/backward chunk when accumulating a full-batch gradient.
     chunk_size: Annotated[int, Field(ge=1)] = 64
+    #: Iterations between checkpoints, or "never" (TOML has no null; stored as None). A
+    #: checkpoint is also written at the end, on Ctrl-C and when a numerical failure stops
+    #: the run.
     checkpoint_every: Annotated[int, Field(ge=1)] | None = 10
     #: Deterministic kernels on CUDA (slower scatter-adds), so reruns are bit-identical
     #: there too; CPU runs are bit-identical for the same seed and thread count anyway.
@@ -432,6 +435,11 @@ class OptimizationConfig(_Model):
     @classmethod
     def _full_batch(cls, value: object) -> object:
         return None if value == "full" else value
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _never(cls, value: object) -> object:
+        return None if value == "never" else value
 
 
 class OutputConfig(_Model):

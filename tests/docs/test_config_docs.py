@@ -52,7 +52,6 @@ KNOWN_GAPS: dict[str, tuple[str, ...]] = {
         "optimizer",
         "device",
         "seed",
-        "checkpoint_every",
     ),
     "OutputConfig": ("path",),
     "InitConfig": ("result", "probe", "positions"),

@@ -142,3 +142,15 @@ def test_full_batch_is_spelled_full_in_toml(tmp_path: Path) -> None:
         '[data]\npath = "d.h5"\n[object]\nstates = 3\n[optimization]\nbatch_size = "full"\n'
     )
     assert load_config(path, ReconstructionConfig).optimization.batch_size is None
+
+
+def test_no_checkpoints_is_spelled_never_in_toml(tmp_path: Path) -> None:
+    from ptyscope.config import ConfigError, load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\npath = "d.h5"\n[optimization]\ncheckpoint_every = "never"\n')
+    assert load_config(path, ReconstructionConfig).optimization.checkpoint_every is None
+    path.write_text('[data]\npath = "d.h5"\n[optimization]\ncheckpoint_every = "sometimes"\n')
+    with pytest.raises(ConfigError, match=r"optimization\.checkpoint_every") as caught:
+        load_config(path, ReconstructionConfig)
+    assert "sometimes" in str(caught.value)

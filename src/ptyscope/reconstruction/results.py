@@ -6,7 +6,7 @@ Layout::
                            and origin_ang: (y, x) [Å] of pixel (0, 0) in the scan frame
     probe                  complex64 (modes, ny, nx), attr pixel_size_ang
     positions_ang          float64 (N, 2), (y, x), final; nominal_positions_ang likewise
-    state_weights          float64 (states,)
+    state_weights          float32 (states,)
     tilt_map_mrad          float64 (scan_y, scan_x, 2), (y, x), when a tilt map is used
     history/               loss, tilt_x_mrad, tilt_y_mrad, slice_thickness_ang, seconds
                            (iterations,); probe_mode_power (iterations, modes): the power
