@@ -19,14 +19,12 @@ import argparse
 import json
 import math
 import shutil
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
 import h5py
 import numpy as np
+from _tutorial import ptyscope, publish
 from matplotlib.figure import Figure
 
 from ptyscope.analysis.commands import analyze_alignment
@@ -38,14 +36,6 @@ CONFIGS = Path(__file__).resolve().parent / "configs" / "app_mistilted_crystal"
 SLICES = 5
 SLICE_THICKNESS_ANG = 16.4
 DPI = 100
-
-
-def ptyscope(*args: str, cwd: Path) -> float:
-    """Run one ``ptyscope`` command (with this Python) in ``cwd``; return its seconds."""
-    print(f"\n$ ptyscope {' '.join(args)}", flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ptyscope.cli", *args], cwd=cwd, check=True)
-    return time.perf_counter() - start
 
 
 def fitted_tilt(result: Path) -> tuple[tuple[float, float], dict[str, np.ndarray]]:
@@ -185,11 +175,7 @@ def measure(out: Path, seconds: dict[str, float], figures_copy: Path | None) -> 
     phase_panels(out / "fpp.h5", out / "app.h5", figures / "phase_slices.png")
     shifts = {"FPP": fpp_alignment.shifts_ang, "APP": app_alignment.shifts_ang}
     tilt_figure(figures / "tilt.png", truth, history, shifts)
-    if figures_copy is not None:
-        figures_copy.mkdir(parents=True, exist_ok=True)
-        for path in [*figures.glob("*.png"), out / "summary.json"]:
-            shutil.copy(path, figures_copy / path.name)
-    print(f"\nwrote {out / 'summary.json'} and {figures}")
+    publish(figures, out / "summary.json", figures_copy)
     return summary
 
 

@@ -21,14 +21,12 @@ import argparse
 import csv
 import json
 import shutil
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
 import h5py
 import numpy as np
+from _tutorial import ptyscope, publish
 from matplotlib.figure import Figure
 
 from ptyscope.analysis.truth import column_displacements
@@ -52,14 +50,6 @@ RADIUS_ANG = 0.9  # disk of the per-state column refinement (< half of 2.83 Å)
 NEIGHBOUR_ANG = 2.9  # self pairs and the 4 nearest neighbours (2.83 Å)
 MAGNIFY = 6.0  # displacements drawn this many times larger
 DPI = 100
-
-
-def ptyscope(*args: str, cwd: Path) -> float:
-    """Run one ``ptyscope`` command (with this Python) in ``cwd``; return its seconds."""
-    print(f"\n$ ptyscope {' '.join(args)}", flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ptyscope.cli", *args], cwd=cwd, check=True)
-    return time.perf_counter() - start
 
 
 def projected_states(result: Path) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
@@ -232,11 +222,7 @@ def main() -> None:
     spread_figure(figures / "spread.png", mean, extent, columns, true_d, found_d)
     b_figure(figures / "debye_waller.png", species, b_true, b_found)
     shutil.copy(out / "vibrations" / "correlations.png", figures / "correlations.png")
-    if args.figures is not None:
-        args.figures.mkdir(parents=True, exist_ok=True)
-        for path in [*figures.glob("*.png"), out / "summary.json"]:
-            shutil.copy(path, args.figures / path.name)
-    print(f"\nwrote {out / 'summary.json'} and {figures}")
+    publish(figures, out / "summary.json", args.figures)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _tutorial import publish
 from matplotlib.figure import Figure
 
 from ptyscope.data.bad_pixels import find_bad_pixels, repair_bad_pixels
@@ -264,11 +265,7 @@ def main() -> None:
     figures.mkdir(exist_ok=True)
     shutil.copy(out / "scan_preprocessed.png", figures / "preprocess_panel.png")
     raw_figure(figures / "raw_and_descan.png", counts, before, after)
-    if args.figures is not None:
-        args.figures.mkdir(parents=True, exist_ok=True)
-        for path in [*figures.glob("*.png"), out / "summary.json"]:
-            shutil.copy(path, args.figures / path.name)
-    print(f"\nwrote {out / 'summary.json'} and {figures}")
+    publish(figures, out / "summary.json", args.figures)
 
 
 if __name__ == "__main__":

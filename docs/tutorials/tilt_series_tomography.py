@@ -20,26 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+from _tutorial import ptyscope, publish
 
 CONFIGS = Path(__file__).resolve().parent / "configs" / "tilt_series_tomography"
 FILES = ("simulate.toml", "tomo.toml", "tomo_tilt.toml")
 #: Figures of ``ptyscope tomo`` shown in the tutorial.
 FIGURES = ("orthoslices", "projections", "axis_spectra", "fsc", "atoms")
-
-
-def ptyscope(*args: str, cwd: Path) -> float:
-    """Run one ``ptyscope`` command (with this Python) in ``cwd``; return its seconds."""
-    print(f"\n$ ptyscope {' '.join(args)}", flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ptyscope.cli", *args], cwd=cwd, check=True)
-    return time.perf_counter() - start
 
 
 def run(out: Path, device: str) -> dict[str, float]:
@@ -102,11 +92,7 @@ def measure(out: Path, seconds: dict[str, float], figures_copy: Path | None) -> 
         source = folder / "figures" / f"{name}.png"
         if source.exists():
             shutil.copy(source, figures / source.name)
-    if figures_copy is not None:
-        figures_copy.mkdir(parents=True, exist_ok=True)
-        for path in [*figures.glob("*.png"), out / "summary.json"]:
-            shutil.copy(path, figures_copy / path.name)
-    print(f"\nwrote {out / 'summary.json'} and {figures}")
+    publish(figures, out / "summary.json", figures_copy)
     return summary
 
 
