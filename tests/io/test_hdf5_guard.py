@@ -64,7 +64,7 @@ def test_a_healthy_file_passes_once_and_is_not_checked_again(
 ) -> None:
     path = _healthy(tmp_path / "scan.h5")
     forks = _count_forks(monkeypatch)
-    with hdf5_guard.untrusted_hdf5_file(path) as handle:
+    with hdf5_guard.open_untrusted_hdf5(path) as handle:
         assert handle["scan/data"].shape == (2, 3, 4, 4)
     hdf5_guard.check_hdf5_metadata(path)
     assert len(forks) == 1

@@ -40,14 +40,13 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import h5py
 
 from ptyscope.data.formats._common import DataFormatError
 
-__all__ = ["TIMEOUT_S", "check_hdf5_metadata", "open_untrusted_hdf5", "untrusted_hdf5_file"]
+__all__ = ["TIMEOUT_S", "check_hdf5_metadata", "open_untrusted_hdf5"]
 
 #: Seconds the checking process may take before the file is called damaged (a healthy
 #: file's metadata reads in milliseconds; this leaves room for slow network disks).
@@ -132,9 +131,8 @@ def _read_everything(path: str) -> None:
                     item.attrs[name]
             if isinstance(item, h5py.Dataset):
                 with contextlib.suppress(Exception):
-                    if (
-                        h5py.check_string_dtype(item.dtype) is not None or item.dtype.kind in "OSU"
-                    ) and (item.size or 0) <= _MAX_STRING_ELEMENTS:
+                    # Strings: "S" fixed length, "O" variable length (kept in the global heap).
+                    if item.dtype.kind in "OS" and (item.size or 0) <= _MAX_STRING_ELEMENTS:
                         item[()]
 
 
@@ -261,6 +259,8 @@ def _check_in_child(where: str) -> str | None:
 def open_untrusted_hdf5(path: str | os.PathLike[str]) -> h5py.File:
     """``h5py.File(path, "r")`` after :func:`check_hdf5_metadata` has passed the file.
 
+    The file is a context manager like any ``h5py.File``: ``with open_untrusted_hdf5(p) as f``.
+
     Raises
     ------
     DataFormatError
@@ -270,13 +270,3 @@ def open_untrusted_hdf5(path: str | os.PathLike[str]) -> h5py.File:
     """
     check_hdf5_metadata(path)
     return h5py.File(path, "r")
-
-
-@contextlib.contextmanager
-def untrusted_hdf5_file(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
-    """Context manager form of :func:`open_untrusted_hdf5`."""
-    handle = open_untrusted_hdf5(path)
-    try:
-        yield handle
-    finally:
-        handle.close()

@@ -37,7 +37,7 @@ import torch
 
 from ptyscope.config import InitConfig
 from ptyscope.io.foreign import ForeignFormat, read_object, read_probe
-from ptyscope.io.hdf5_guard import untrusted_hdf5_file
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 
 from .setup import ReconstructionSetup
 
@@ -62,7 +62,7 @@ _SAME_PIXEL_RTOL = 1e-6
 
 def _read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
-        with untrusted_hdf5_file(path) as handle:
+        with open_untrusted_hdf5(path) as handle:
             names = ("object", "probe", "positions_ang", "nominal_positions_ang", "state_weights")
             missing = [name for name in names if name not in handle]
             if missing:
