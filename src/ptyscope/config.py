@@ -8,9 +8,10 @@ number carries its unit in its name. Tilts in configs are named ``tilt_x_mrad`` 
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 import typing
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -46,6 +47,7 @@ __all__ = [
     "TomoVolumeConfig",
     "TomographyConfig",
     "load_config",
+    "toml_value",
 ]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -575,6 +577,32 @@ class TomographyConfig(_Model):
     atoms: TomoAtomsConfig = TomoAtomsConfig()
     #: Folder for per-tilt results, the tomography result, atoms and figures.
     output: Path = Path("tomography")
+
+
+def toml_value(value: object) -> str:
+    """``value`` written as a TOML value (what :func:`load_config` reads back).
+
+    Booleans, strings and paths (quoted, backslashes and quotes escaped), numbers (floats
+    as Python writes them, or with 6 significant digits when that takes more than 10
+    characters), lists and tuples as arrays, dicts as inline tables.
+
+    Examples
+    --------
+    >>> toml_value((0.45, 22.0)), toml_value(True), toml_value(Path("a.h5")), toml_value(1 / 3)
+    ('[0.45, 22.0]', 'true', '"a.h5"', '0.333333')
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | PurePath):
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        text = repr(value)
+        return text if len(text) <= 10 or not math.isfinite(value) else f"{value:.6g}"
+    return str(value)
 
 
 def _location(error: dict[str, object]) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import inspect
 import io
-import math
 import textwrap
 import tokenize
 import types
@@ -30,6 +29,8 @@ from pathlib import PurePath
 import annotated_types
 import pydantic
 from pydantic.fields import FieldInfo
+
+from ptyscope.config import toml_value
 
 __all__ = [
     "MISSING",
@@ -318,22 +319,7 @@ def _toml(value: object) -> str:
     """A default as it would be written in TOML, in a code span (unset: *unset*)."""
     if value is None:
         return "*unset*"
-    return f"`{_cell(_toml_value(value))}`"
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | PurePath):
-        return f'"{value}"'
-    if isinstance(value, float):
-        text = repr(value)
-        return text if len(text) <= 10 or not math.isfinite(value) else f"{value:.6g}"
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
+    return f"`{_cell(toml_value(value))}`"
 
 
 def _cell(text: str) -> str:

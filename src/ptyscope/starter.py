@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ptyscope.config import PreprocessConfig, ReconstructionConfig
+from ptyscope.config import PreprocessConfig, ReconstructionConfig, toml_value
 from ptyscope.data.bright_field import BrightFieldDisk, find_bf_disk
 from ptyscope.data.dataset import Dataset4D
 from ptyscope.data.formats._common import MissingCalibrationError
@@ -247,18 +247,6 @@ def inspect_for_reconstruction(
     )
 
 
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | Path):
-        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:.6g}" if "e" not in f"{value:.6g}" else repr(value)
-    return str(value)
-
-
 class _Writer:
     """TOML text with a comment on every key: the config's own documentation, our reason."""
 
@@ -269,7 +257,7 @@ class _Writer:
         self.lines += ["", f"[{name}]"] + ([f"# {comment}"] if comment else [])
 
     def key(self, name: str, value: object, why: str = "", confirm: str = "") -> None:
-        line = f"{name} = {_toml(value)}"
+        line = f"{name} = {toml_value(value)}"
         note = f"CONFIRM: {confirm}" if confirm else why
         self.lines.append(f"{line:<42}# {note}" if note else line)
 
