@@ -560,9 +560,28 @@ class TomoAtomsConfig(_Model):
     symbols: tuple[str, ...] = ("Fe", "Pt")
     #: Refine positions (and species amplitudes) against the projections.
     refine: bool = True
+    #: Atom profile of that refinement, projected analytically: "element" (each symbol's
+    #: scattering factor with a fitted blur) or "gaussian" (a fitted 3D Gaussian).
+    profile: Literal["element", "gaussian"] = "element"
+    #: Alignment updates against the atomic model (each after an atom refinement).
+    refine_rounds: Annotated[int, Field(ge=0)] = 12
     #: Register to a crystal lattice when both are given.
     lattice_constant_ang: PositiveFloat | None = None
     structure: Literal["fcc", "L1_0", "L1_2"] | None = None
+
+    @model_validator(mode="after")
+    def _profiles_known(self) -> TomoAtomsConfig:
+        if self.refine and self.profile == "element":
+            from ase.data import chemical_symbols  # H .. Og; ase imports without torch
+
+            unknown = [s for s in self.symbols if s not in chemical_symbols[1:]]
+            if unknown:
+                raise ValueError(
+                    f"symbols must be chemical elements when profile = 'element' (their "
+                    f"scattering factors model the atoms), got {unknown}; set "
+                    f"atoms.profile = 'gaussian' for other names"
+                )
+        return self
 
 
 class TomographyConfig(_Model):

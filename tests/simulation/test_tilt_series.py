@@ -22,6 +22,7 @@ from ptyscope.simulation.stem4d import ProbeSettings, ScanSettings, simulate_4ds
 from ptyscope.simulation.tilt_series import (
     TiltSeriesResult,
     potential_volume,
+    projected_potential_series,
     simulate_tilt_series,
 )
 
@@ -262,3 +263,31 @@ def test_bad_center_and_voxel_are_refused() -> None:
         simulate_tilt_series(_cluster(), [(0, 0, 0)], PROBE, SCAN, center_ang=(1, 2))
     with pytest.raises(ValueError, match=r"volume_voxel_ang must be > 0 Å, got -0\.5"):
         simulate_tilt_series(_cluster(), [(0, 0, 0)], PROBE, SCAN, volume_voxel_ang=-0.5)
+
+
+def test_projected_potential_series_turns_the_atoms_and_keeps_their_integral() -> None:
+    # One Au atom 2 Å right of the centre: a 90° turn about y moves it to the centre in
+    # projection (it is now in front of the centre); the integral over the image is the
+    # atom's 47.878 f_e(0) V·Å³ whatever the tilt, the shift and the blur.
+    atoms = Atoms("Au", positions=[(12.0, 10.0, 10.0)], cell=[20.0] * 3)
+    images = projected_potential_series(
+        atoms,
+        [(0.0, 0.0, 0.0), (0.0, 90.0, 0.0), (0.0, 0.0, 0.0)],
+        (50, 50),
+        0.4,
+        center_ang=(10.0, 10.0, 10.0),
+        shifts_ang=[(0.0, 0.0), (0.0, 0.0), (0.8, -1.2)],
+        blur_ang=0.3,
+    )
+    peaks = [divmod(int(np.argmax(image)), 50) for image in images]
+    assert peaks == [(25, 30), (25, 25), (27, 27)]
+    integral = float(POTENTIAL_PREFACTOR_V_ANG2 * electron_scattering_factor("Au", torch.zeros(())))
+    np.testing.assert_allclose(images.sum(axis=(1, 2)) * 0.4**2, integral, rtol=1e-3)
+    with pytest.raises(ValueError, match=r"blur_ang must be a finite number >= 0 Å, got -0.1"):
+        projected_potential_series(
+            atoms, [(0, 0, 0)], (8, 8), 0.4, center_ang=(0, 0, 0), blur_ang=-0.1
+        )
+    with pytest.raises(ValueError, match=r"shifts_ang must be finite with shape \(1, 2\)"):
+        projected_potential_series(
+            atoms, [(0, 0, 0)], (8, 8), 0.4, center_ang=(0, 0, 0), shifts_ang=[1.0]
+        )

@@ -35,14 +35,24 @@ from tqdm.auto import tqdm
 
 from ptyscope._validation import require_positive
 from ptyscope.data.dataset import Dataset4D
-from ptyscope.physics.grids import fft_friendly_size
-from ptyscope.physics.potential import POTENTIAL_PREFACTOR_V_ANG2, electron_scattering_factor
+from ptyscope.physics.grids import Grid, fft_friendly_size
+from ptyscope.physics.potential import (
+    POTENTIAL_PREFACTOR_V_ANG2,
+    electron_scattering_factor,
+    projected_potential,
+)
 
 from .potential import cell_lengths_ang, specimen_grid
 from .specimens import rotate_atoms, rotation_matrix
 from .stem4d import ProbeSettings, ScanSettings, simulate_4dstem
 
-__all__ = ["CELL_MARGIN_ANG", "TiltSeriesResult", "potential_volume", "simulate_tilt_series"]
+__all__ = [
+    "CELL_MARGIN_ANG",
+    "TiltSeriesResult",
+    "potential_volume",
+    "projected_potential_series",
+    "simulate_tilt_series",
+]
 
 #: Smallest distance [Å] between a rotated atom and a non-periodic face of the cell.
 CELL_MARGIN_ANG = 1.0
@@ -173,6 +183,87 @@ def potential_volume(
         "axis_order": "(z, y, x)",
         "description": "unrotated specimen; voxel (k, i, j) centred at (k dz, i dy, j dx)",
     }
+
+
+def projected_potential_series(
+    atoms: ase.Atoms,
+    euler_deg: Any,
+    image_shape: Sequence[int],
+    pixel_ang: float,
+    *,
+    center_ang: Sequence[float],
+    shifts_ang: Any = None,
+    blur_ang: float = 0.0,
+    pad_ang: float = 4.0,
+) -> np.ndarray:
+    """Projected potential of a rotated specimen at each tilt, exact, averaged over pixels.
+
+    For tilt t the atoms are turned to R_t (r − c) + c (module docstring), moved by
+    (s_y, s_x), and their projected potential (Kirkland 2020, Eq. 5.9, as
+    :func:`~ptyscope.physics.potential.projected_potential`) is formed on a field padded
+    by ``pad_ang`` on every side (against wrap-around), multiplied in Fourier space by
+    the pixel box sinc(q_y v) sinc(q_x v) and by exp(−2π² b² q²) (a Gaussian blur of
+    standard deviation b = ``blur_ang``, e.g. the resolution of the per-tilt
+    reconstruction), and cropped. No voxel grid is involved: these are the projections
+    a perfect instrument would record, against which tomography is validated. Pixel
+    (i, j) sits at (y, x) = (i·v, j·v), as in :mod:`ptyscope.tomography.projector`.
+
+    Parameters
+    ----------
+    atoms:
+        The specimen in the frame of tilt (0, 0, 0).
+    euler_deg:
+        (tilts, 3) (φ, θ, ψ) [deg], intrinsic Z-Y-Z, active.
+    image_shape:
+        (ny, nx) of each projection.
+    pixel_ang:
+        Pixel size v [Å].
+    center_ang:
+        Rotation centre c (x, y, z) [Å].
+    shifts_ang:
+        (tilts, 2) (s_y, s_x) [Å] moving each projection; none by default.
+    blur_ang:
+        Gaussian blur b >= 0 [Å].
+    pad_ang:
+        Margin [Å] >= 0 of the computation field beyond the image.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (tilts, ny, nx) [V·Å].
+    """
+    angles = _euler_array(euler_deg)
+    tilts = angles.shape[0]
+    ny, nx = (int(n) for n in image_shape)
+    require_positive("pixel_ang", pixel_ang, "Å")
+    v = float(pixel_ang)
+    if not (math.isfinite(blur_ang) and blur_ang >= 0):
+        raise ValueError(f"blur_ang must be a finite number >= 0 Å, got {blur_ang!r}")
+    if not (math.isfinite(pad_ang) and pad_ang >= 0):
+        raise ValueError(f"pad_ang must be a finite number >= 0 Å, got {pad_ang!r}")
+    shifts = np.zeros((tilts, 2)) if shifts_ang is None else np.asarray(shifts_ang, float)
+    if shifts.shape != (tilts, 2) or not np.all(np.isfinite(shifts)):
+        raise ValueError(
+            f"shifts_ang must be finite with shape ({tilts}, 2) (s_y, s_x) [Å], got shape "
+            f"{shifts.shape}"
+        )
+    pad = math.ceil(pad_ang / v)
+    grid = Grid((ny + 2 * pad, nx + 2 * pad), (v, v))
+    qy = np.fft.fftfreq(grid.shape[0], d=v)[:, None]
+    qx = np.fft.fftfreq(grid.shape[1], d=v)[None, :]
+    transfer = (
+        np.sinc(qy * v) * np.sinc(qx * v) * np.exp(-2 * np.pi**2 * blur_ang**2 * (qy**2 + qx**2))
+    )
+    symbols = atoms.get_chemical_symbols()
+    center = np.asarray(center_ang, dtype=np.float64)
+    images = np.empty((tilts, ny, nx))
+    for t in range(tilts):
+        turned = (np.asarray(atoms.positions) - center) @ rotation_matrix(angles[t]).T + center
+        yx = turned[:, [1, 0]] + shifts[t] + pad * v
+        field = projected_potential(torch.as_tensor(yx), symbols, grid, dtype=torch.float64)
+        blurred = np.fft.ifft2(np.fft.fft2(field.numpy()) * transfer).real
+        images[t] = blurred[pad : pad + ny, pad : pad + nx]
+    return images
 
 
 def simulate_tilt_series(

@@ -37,7 +37,7 @@ be told from alignment errors (a gauge): a common rotation about the tilt axis (
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ import torch.nn.functional as functional
 
 from ptyscope._validation import require_positive
 
+from .atom_projection import GAUSSIAN, project_atoms
 from .projector import box_center_ang, project, rotation_matrices
 from .volume import VolumeSettings, gaussian_smooth, reconstruct_volume
 
@@ -380,32 +381,42 @@ def _remove_gauge(
     return delta
 
 
-def _gauss_newton_step(
-    volume: torch.Tensor,
-    data: torch.Tensor,
-    weights: torch.Tensor,
-    euler: torch.Tensor,
-    shifts: torch.Tensor,
-    voxel: float,
-    center: Sequence[float],
-    columns: list[int],
-    settings: AlignmentSettings,
-) -> tuple[torch.Tensor, float]:
-    """One damped Gauss-Newton step per tilt; returns (delta (tilts, 5), residual)."""
-    params = torch.cat((euler, shifts), dim=1)  # (tilts, 5): φ, θ, ψ, s_y, s_x
+def _volume_model(
+    volume: torch.Tensor, voxel: float, center: Sequence[float]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Projections of a volume as a function of the (tilts, 5) parameters."""
 
     def model(p: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return project(volume, p[:, :3], voxel, shifts_ang=p[:, 3:], center_ang=center)
 
+    return model
+
+
+def _gauss_newton_step(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    data: torch.Tensor,
+    weights: torch.Tensor,
+    euler: torch.Tensor,
+    shifts: torch.Tensor,
+    steps: tuple[float, float],
+    columns: list[int],
+    settings: AlignmentSettings,
+) -> tuple[torch.Tensor, float]:
+    """One damped Gauss-Newton step per tilt; returns (delta (tilts, 5), residual).
+
+    ``model`` maps the (tilts, 5) parameters (φ, θ, ψ [deg], s_y, s_x [Å]) to projections;
+    its derivatives are central differences with ``steps`` = (angle [deg], shift [Å]).
+    """
+    params = torch.cat((euler, shifts), dim=1)  # (tilts, 5): φ, θ, ψ, s_y, s_x
     base = model(params)
     residual = (base - data) * weights.sqrt()
-    steps = {0: 0.25, 1: 0.25, 2: 0.25, 3: 0.5 * voxel, 4: 0.5 * voxel}  # deg, Å
     jacobian = []
     for column in columns:
+        step = steps[0] if column < 3 else steps[1]
         offset = torch.zeros_like(params)
-        offset[:, column] = steps[column]
-        derivative = (model(params + offset) - model(params - offset)) / (2 * steps[column])
+        offset[:, column] = step
+        derivative = (model(params + offset) - model(params - offset)) / (2 * step)
         jacobian.append((derivative * weights.sqrt()).flatten(1))
     j = torch.stack(jacobian, dim=2)  # (tilts, pixels, k)
     normal = j.transpose(1, 2) @ j
@@ -513,14 +524,14 @@ def refine_alignment(
                 support = _support(volume, voxel, settings)
             if not columns:
                 break
+            # The bilinear projector is piecewise linear: differences over 1/4° and v/2.
             delta, residual = _gauss_newton_step(
-                volume,
+                _volume_model(volume, voxel, level_center),
                 level_data,
                 level_weights,
                 euler.float(),
                 shifts.float(),
-                voxel,
-                level_center,
+                (0.25, 0.5 * voxel),
                 columns,
                 settings,
             )
@@ -572,6 +583,46 @@ class AtomAlignmentResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def _atom_model(
+    refined: Any,
+    labels: np.ndarray,
+    shape: tuple[int, int, int],
+    voxel: float,
+    center: Sequence[float],
+    profiles: Sequence[str] | None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Projections of refined atoms (a ``RefinedAtoms``) as a function of the (tilts, 5)
+    parameters: analytic with ``profiles``, else rendered and projected."""
+    from .refine import render_gaussians
+
+    positions = torch.as_tensor(refined.positions_ang)
+    amplitudes = torch.as_tensor(refined.atom_amplitudes)
+    if profiles is None:
+        volume = render_gaussians(
+            positions, amplitudes, torch.as_tensor(refined.widths_ang[labels]), shape, voxel
+        )
+        return _volume_model(volume, voxel, center)
+    label = torch.as_tensor(labels)
+    widths = torch.as_tensor(refined.widths_ang)
+
+    def model(p: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return project_atoms(
+                positions,
+                label,
+                amplitudes,
+                widths,
+                p[:, :3],
+                shape[1:],
+                voxel,
+                profiles=profiles,
+                center_ang=center,
+                shifts_ang=p[:, 3:],
+            )
+
+    return model
+
+
 def refine_alignment_with_atoms(
     projections: torch.Tensor,
     euler_deg: torch.Tensor,
@@ -582,11 +633,12 @@ def refine_alignment_with_atoms(
     shifts_ang: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     depth: int | None = None,
-    rounds: int = 6,
+    rounds: int = 12,
     atom_iterations: int = 25,
     fit_angles: Sequence[str] = ("phi", "theta"),
     fit_shifts: bool = True,
     settings: AlignmentSettings | None = None,
+    profiles: Sequence[str] | None = None,
 ) -> AtomAlignmentResult:
     """Alternate atom refinement and alignment against the projections (AET practice).
 
@@ -612,8 +664,14 @@ def refine_alignment_with_atoms(
         What the alignment updates refine (none: the atoms are refined once).
     settings:
         Trust region and damping (:class:`AlignmentSettings`); its levels are unused.
+    profiles:
+        None: the model is rendered into voxels and projected by the bilinear projector;
+        one element symbol or ``"gaussian"`` per species: projected analytically
+        (:func:`~ptyscope.tomography.atom_projection.project_atoms`), which keeps the
+        projector's tilt-dependent blur out of the angles (recommended; the pipeline
+        uses the element profiles).
     """
-    from .refine import refine_atoms_against_projections, render_gaussians
+    from .refine import refine_atoms_against_projections
 
     settings = settings or AlignmentSettings()
     data = _stack("projections", projections).double()
@@ -649,22 +707,24 @@ def refine_alignment_with_atoms(
             iterations=atom_iterations,
             initial_amplitudes=amplitudes,
             initial_widths_ang=widths,
+            profiles=profiles,
         )
         current = refined.positions_ang
         # Start the next round where this one ended (widths kept above the v/4 floor).
         amplitudes = refined.amplitudes.tolist()
-        widths = np.maximum(refined.widths_ang, 0.3 * voxel_ang).tolist()
+        floor = 0.3 * voxel_ang if profiles is None or GAUSSIAN in profiles else 1e-3
+        widths = np.maximum(refined.widths_ang, floor).tolist()
         if round_index == rounds or not columns:
             break
-        model = render_gaussians(
-            torch.as_tensor(current),
-            torch.as_tensor(refined.atom_amplitudes),
-            torch.as_tensor(refined.widths_ang[labels]),
-            (nz, ny, nx),
-            voxel_ang,
-        )
         delta, residual = _gauss_newton_step(
-            model, data, w, euler, shifts, voxel_ang, center, columns, settings
+            _atom_model(refined, labels, (nz, ny, nx), voxel_ang, center, profiles),
+            data,
+            w,
+            euler,
+            shifts,
+            (0.25, 0.5 * voxel_ang) if profiles is None else (0.01, 0.01),
+            columns,
+            settings,
         )
         delta = _remove_gauge(delta, euler, columns, fit_shifts)
         euler += delta[:, :3]

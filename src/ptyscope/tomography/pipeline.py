@@ -53,6 +53,7 @@ from .alignment import (
     refine_alignment,
     refine_alignment_with_atoms,
 )
+from .atom_projection import GAUSSIAN
 from .atoms import classify_species, match_atoms_translated, trace_atoms, write_atoms
 from .genfire import genfire_reconstruct
 from .lattice import register_to_lattice
@@ -442,8 +443,14 @@ def tomography_from_projections(
                 shifts_ang=shifts,
                 weights=w,
                 depth=rho.shape[0],
+                rounds=atoms.refine_rounds,
                 fit_angles=alignment.fit_angles if alignment.refine else (),
                 fit_shifts=alignment.fit_shifts and alignment.refine,
+                profiles=(
+                    list(atoms.symbols)
+                    if atoms.profile == "element"
+                    else [GAUSSIAN] * len(atoms.symbols)
+                ),
             )
             positions, euler, shifts = refined.positions_ang, refined.euler_deg, refined.shifts_ang
             history += [dict(entry, level=0.0) for entry in refined.history]

@@ -28,6 +28,12 @@ over the voxels (a product of three erf differences, the box of
 amplitudes and widths; the optimiser is L-BFGS with a strong-Wolfe line search
 (:class:`torch.optim.LBFGS`) on positions [Å] and the logarithms of amplitudes and widths.
 
+With ``profiles`` (an element symbol or ``"gaussian"`` per species) the model is
+projected analytically instead (:mod:`ptyscope.tomography.atom_projection`): no voxel
+grid, no tilt-dependent interpolation blur, and with element profiles the atom's own
+potential shape, σ_s being a blur on top of it. That is what the tomography pipeline
+uses; the voxel path stays for volumes rendered on purpose.
+
 Amplitudes are per species by default (2 S parameters for N atoms): hundreds of atoms
 determine them, and they cannot absorb position errors. Per-atom amplitudes
 (``per_atom_amplitudes=True``) add N parameters, each fitted from one atom's signal:
@@ -64,18 +70,21 @@ import torch
 from scipy import optimize
 
 from ptyscope._validation import require_finite, require_positive
+from ptyscope.tomography.atom_projection import GAUSSIAN, check_profiles, project_atoms
 from ptyscope.tomography.atoms import (
     _require_inside_volume,
     _require_int,
     _require_labels,
     _require_positions,
 )
-from ptyscope.tomography.projector import ProjectionOperator
+from ptyscope.tomography.projector import ProjectionOperator, box_center_ang
 
 __all__ = ["RefinedAtoms", "refine_atoms_against_projections", "render_gaussians"]
 
 #: Widths [Å] tried for the starting model when no ``initial_widths_ang`` are given.
 _WIDTH_SCAN_ANG = (0.3, 0.42, 0.6, 0.85, 1.2, 1.7)
+#: The same for element profiles, where σ is a blur on top of the atom's own potential.
+_BLUR_SCAN_ANG = (0.1, 0.2, 0.3, 0.42, 0.6, 0.85, 1.2)
 #: Most misfit evaluations of one line search.
 _MAX_LINE_SEARCH = 20
 #: Voxel values rendered at once: bounds the (atoms, K, K, K) temporaries (32 MiB in float64).
@@ -272,10 +281,6 @@ class _AtomModel(torch.nn.Module):
         amplitudes = torch.exp(log_amplitude)
         return amplitudes if self.per_atom else amplitudes[self.labels]
 
-    def forward(self, shape: Sequence[int], voxel: float, cutoff: float) -> torch.Tensor:
-        widths = self.species_widths()[self.labels]
-        return _render(self.positions(), self.atom_amplitudes(), widths, shape, voxel, cutoff)
-
 
 def _misfit(model: torch.Tensor, data: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ w (P − D)², the weighted least-squares data term."""
@@ -349,11 +354,13 @@ def _minimise(
     return residuals, False
 
 
-def _scan_width(misfit_of: Callable[[float], float], min_width: float) -> float:
-    """The width [Å] of least misfit: the best of :data:`_WIDTH_SCAN_ANG` (those above
+def _scan_width(
+    misfit_of: Callable[[float], float], min_width: float, candidates: Sequence[float]
+) -> float:
+    """The width [Å] of least misfit: the best of ``candidates`` (those above
     ``min_width``), then Brent's bounded search in log σ between its two neighbours, to
     ~5 % in σ (the refinement does the rest)."""
-    widths = np.array([s for s in _WIDTH_SCAN_ANG if s > min_width])
+    widths = np.array([s for s in candidates if s > min_width])
     misfits = [misfit_of(float(s)) for s in widths]
     best = int(np.argmin(misfits))
     low, high = widths[max(best - 1, 0)], widths[min(best + 1, widths.size - 1)]
@@ -413,6 +420,7 @@ def refine_atoms_against_projections(
     initial_widths_ang: float | Sequence[float] | None = None,
     cutoff_sigmas: float = 4.0,
     tolerance: float = 1e-7,
+    profiles: Sequence[str] | None = None,
 ) -> RefinedAtoms:
     """Refine atom positions, amplitudes and widths against a tilt series.
 
@@ -469,6 +477,13 @@ def refine_atoms_against_projections(
         half-width of each rendered atom in σ (:func:`render_gaussians`), >= 2.
     tolerance:
         stop when an iteration lowers the misfit by less than this fraction, >= 0.
+    profiles:
+        None: Gaussian atoms rendered into voxels and projected by the bilinear projector
+        (module docstring). Otherwise one name per species, an element symbol or
+        ``"gaussian"``: the projections are computed analytically
+        (:func:`~ptyscope.tomography.atom_projection.project_atoms`), free of the
+        projector's tilt-dependent blur; an element's σ is then a blur on top of its
+        potential (>= 0, scanned from 0.1 Å) and ``cutoff_sigmas`` is unused.
 
     Returns
     -------
@@ -529,6 +544,10 @@ def refine_atoms_against_projections(
             )
     rounds = _require_int("iterations", iterations, 0)
     min_width = _MIN_WIDTH_VOXELS * v
+    if profiles is not None:
+        profiles = check_profiles("profiles", profiles, num_species)
+        if GAUSSIAN not in profiles:
+            min_width = 0.0
     start_widths = _species_values("initial_widths_ang", initial_widths_ang, num_species, "Å")
     if start_widths is not None and np.any(start_widths <= min_width):
         raise ValueError(
@@ -557,21 +576,42 @@ def refine_atoms_against_projections(
     label = torch.as_tensor(species, device=device)
     present = np.bincount(species, minlength=num_species) > 0
 
-    # Angles and shifts stay fixed: project's bilinear weights, cached as sparse matrices.
-    projector = ProjectionOperator(
-        shape, euler, v, shifts_ang=shifts, center_ang=center_ang, device=device, dtype=dtype
-    )
+    if profiles is None:
+        # Angles and shifts stay fixed: project's bilinear weights, as sparse matrices.
+        projector = ProjectionOperator(
+            shape, euler, v, shifts_ang=shifts, center_ang=center_ang, device=device, dtype=dtype
+        )
+    center = box_center_ang(shape, v) if center_ang is None else center_ang
+
+    def project_model(
+        where: torch.Tensor, labels_: torch.Tensor, amplitudes: torch.Tensor, widths: torch.Tensor
+    ) -> torch.Tensor:
+        """(tilts, ny, nx) projections of atoms (N, 3) with amplitudes (N,), widths (S,)."""
+        if profiles is None:
+            volume = _render(where, amplitudes, widths[labels_], shape, v, cutoff_sigmas)
+            return projector(volume)
+        return project_atoms(
+            where,
+            labels_,
+            amplitudes,
+            widths,
+            euler,
+            (ny, nx),
+            v,
+            profiles=profiles,
+            center_ang=center,
+            shifts_ang=shifts,
+        )
 
     def species_basis(widths: np.ndarray) -> torch.Tensor:
         """Projections (S, tilts, ny, nx) of each species at unit amplitude."""
         basis = torch.zeros((num_species, tilts, ny, nx), dtype=dtype, device=device)
+        sigma = torch.as_tensor(widths, dtype=dtype, device=device)
         with torch.no_grad():
             for s in np.flatnonzero(present).tolist():
                 members = label == s
-                sigma = torch.full((int(members.sum()),), float(widths[s]), dtype=dtype)
-                one = torch.ones_like(sigma)
-                volume = _render(xyz[members], one, sigma.to(device), shape, v, cutoff_sigmas)
-                basis[s] = projector(volume)
+                one = torch.ones(int(members.sum()), dtype=dtype, device=device)
+                basis[s] = project_model(xyz[members], label[members], one, sigma)
         return basis
 
     if start_widths is None:
@@ -583,7 +623,8 @@ def refine_atoms_against_projections(
             fixed = torch.as_tensor(start_amplitudes, dtype=dtype, device=device)
             return float(_misfit(torch.einsum("s,s...->...", fixed, basis), data, w))
 
-        start_widths = np.full(num_species, _scan_width(misfit_of, min_width))
+        candidates = _WIDTH_SCAN_ANG if min_width > 0 else _BLUR_SCAN_ANG
+        start_widths = np.full(num_species, _scan_width(misfit_of, min_width, candidates))
     if start_amplitudes is None:
         amplitudes, _ = _linear_amplitudes(species_basis(start_widths), data, w)
         start_amplitudes = amplitudes.cpu().double().numpy()
@@ -604,7 +645,10 @@ def refine_atoms_against_projections(
     parameters = [p for p in model.parameters() if p.requires_grad]
 
     def objective() -> torch.Tensor:
-        return _misfit(projector(model(shape, v, cutoff_sigmas)), data, w) / norm
+        projected = project_model(
+            model.positions(), label, model.atom_amplitudes(), model.species_widths()
+        )
+        return _misfit(projected, data, w) / norm
 
     residuals, converged = _minimise(objective, parameters, rounds, float(tolerance))
 
