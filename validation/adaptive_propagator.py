@@ -12,6 +12,8 @@ data from ptyscope's simulator (300 kV, 22 mrad, 60 Å underfocus, 82 Å = 21 ce
 3. tilt maps (Figs. 6-7): two domains at ±6 mrad and a linear ramp 2 → 10 mrad along x;
 4. noise: selected cases again at 1e5 e/Å².
 
+``--only steep`` runs the sweep's 15 mrad case (at 30° from x) alone.
+
 Run: ``python validation/adaptive_propagator.py [--quick]`` (about 15 min on 2 cores;
 ``--quick`` runs one case of each table).
 """
@@ -258,7 +260,7 @@ def tilt_map(root: Path, kind: str, dose: float, figures: Path | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one case per table")
-    parser.add_argument("--only", choices=["sweep", "slices", "thickness", "map", "noise"])
+    parser.add_argument("--only", choices=["sweep", "steep", "slices", "thickness", "map", "noise"])
     parser.add_argument("--figures", type=Path, help="folder for the figures (default: none)")
     args = parser.parse_args()
     diagonal = [(-t / math.sqrt(2), t / math.sqrt(2)) for t in (4.0, 8.0, 12.0)]
@@ -270,6 +272,8 @@ def main() -> None:
         if "sweep" in todo:
             cases = [(0.0, 8.0), diagonal[-1]] if args.quick else along_x + diagonal + steep
             sweep(root, cases, 1e6, args.figures)
+        if "steep" in todo:  # the steepest case of the sweep alone
+            sweep(root, steep, 1e6, args.figures)
         if "slices" in todo:
             slice_count(root, (5,) if args.quick else (3, 5, 10))
         if "thickness" in todo:
