@@ -205,7 +205,6 @@ def simulate(config: Path, output: Path | None, device: str | None, quiet: bool)
         dev = resolve_device(device or settings.device)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    target = output or settings.output
     scan = settings.scan
     click.echo(
         f"ptyscope {__version__} simulate on {dev}: {settings.specimen.kind}, "
@@ -217,7 +216,7 @@ def simulate(config: Path, output: Path | None, device: str | None, quiet: bool)
             settings,
             config_text=config.read_text(),
             base_dir=config.resolve().parent,
-            output=target,
+            output=output,
             device=dev,
             progress=not quiet,
         )

@@ -493,8 +493,7 @@ def write_starter(
     texts: list[tuple[Path, str]] = []
     preprocessed = None
     if starter.needs_preprocess:
-        # Absolute: `preprocess` writes relative outputs from the working directory, while
-        # `reconstruct` reads relative inputs from the config's folder.
+        # Absolute, so that the two configs still agree when one of them is moved.
         preprocessed = base / f"{stem.name}_preprocessed.h5"
         text = preprocess_text(local, output=preprocessed)
         _check(text, PreprocessConfig)

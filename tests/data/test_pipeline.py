@@ -88,6 +88,41 @@ semiangle_mrad = {SEMIANGLE_MRAD}
     assert mib.exists()
 
 
+def test_preprocess_outputs_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As data.path and output.path of a reconstruction config: a config written beside
+    # its data works from any working directory, and a reconstruction config in the same
+    # folder finds the preprocessed file by the same relative name.
+    folder = tmp_path / "session"
+    folder.mkdir()
+    _measured_file(folder)
+    config = folder / "pre.toml"
+    config.write_text(
+        f"""
+output = "calibrated/out.h5"
+[input]
+path = "scan.mib"
+scan_shape = [16, 16]
+energy_ev = 300e3
+scan_step_ang = [{STEP_ANG[0]}, {STEP_ANG[1]}]
+semiangle_mrad = {SEMIANGLE_MRAD}
+[steps]
+correct_descan = false
+find_scan_rotation = false
+"""
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["preprocess", str(config)])
+    assert result.exit_code == 0, result.output
+    assert read_dataset(folder / "calibrated" / "out.h5").scan_shape == (16, 16)
+    assert (folder / "calibrated" / "out.png").read_bytes().startswith(b"\x89PNG")
+    assert list(elsewhere.iterdir()) == []
+    assert str(folder / "calibrated" / "out.h5") in result.output
+
+
 def test_preprocess_errors_are_clear(tmp_path: Path) -> None:
     config = tmp_path / "pre.toml"
     config.write_text('[input]\npath = "missing.mib"\nscan_shape = [2, 2]\n')

@@ -152,6 +152,23 @@ def test_cli_simulate(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_cli_simulate_writes_the_configs_output_beside_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Like every path in a ptyscope config, whatever the working directory; -o, a
+    # command-line path, stays relative to the working directory.
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = _write(folder, SMALL.replace('"small.h5"', '"data/sim.h5"'))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["simulate", str(config), "-q"])
+    assert result.exit_code == 0, result.output
+    assert read_dataset(folder / "data" / "sim.h5").scan_shape == (2, 3)
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_file_specimen_paths_are_relative_to_the_config(tmp_path: Path) -> None:
     folder = tmp_path / "project"
     folder.mkdir()

@@ -47,8 +47,8 @@ def _base_dir_path(path: Path, base_dir: Path) -> Path:
 def run_preprocess(config: PreprocessConfig, base_dir: Path = Path()) -> PreprocessReport:
     """Run a preprocessing config; write the dataset and the panel; return a summary.
 
-    Relative input paths are taken from ``base_dir`` (the config's folder); outputs are
-    relative to the current directory.
+    Relative paths, the input's and the outputs', are taken from ``base_dir`` (the
+    config's folder), as in every ptyscope config.
     """
     steps = config.steps
     source = _base_dir_path(config.input.path, base_dir)
@@ -57,8 +57,9 @@ def run_preprocess(config: PreprocessConfig, base_dir: Path = Path()) -> Preproc
         # Provisional: the bright-field disk sets the real pixel size below.
         options["detector_pixel_inv_ang"] = (1.0, 1.0)
     dataset = read_4dstem(source, config.input.format, **options)
-    figure_path = config.figure or config.output.with_suffix(".png")
-    report = PreprocessReport(config.output, figure_path)
+    output = _base_dir_path(config.output, base_dir)
+    figure_path = _base_dir_path(config.figure or config.output.with_suffix(".png"), base_dir)
+    report = PreprocessReport(output, figure_path)
     say = report.lines.append
     say(f"read {source}: scan {dataset.scan_shape}, detector {dataset.detector_shape}")
 
@@ -115,7 +116,7 @@ def run_preprocess(config: PreprocessConfig, base_dir: Path = Path()) -> Preproc
             "preprocessing": "; ".join(report.lines),
         },
     )
-    write_dataset(config.output, dataset)
+    write_dataset(output, dataset)
     _panel(dataset, disk, curve, figure_path)
     return report
 

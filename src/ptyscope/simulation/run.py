@@ -173,6 +173,9 @@ def run_simulation(
 ) -> Path:
     """Run a simulation config and write the HDF5 data file; returns its path.
 
+    Relative paths in the config (specimen files, ``output``) are taken from ``base_dir``,
+    the config's folder; ``output``, when given, overrides the config's and is used as is.
+
     The config is checked first (:func:`~ptyscope.reconstruction.preflight.check_simulation`):
     units that look wrong and a grid that cannot sample the probe stop it at once.
     """
@@ -207,7 +210,8 @@ def run_simulation(
         "device": device,
         "progress": progress,
     }
-    target = output or config.output
+    # ``output`` (the command line's) is as given; the config's is relative to its folder.
+    target = output or (config.output if config.output.is_absolute() else base_dir / config.output)
     if config.tilt_series is None:
         result = simulate_4dstem(specimen.atoms, probe, scan, **kwargs)
         result.ground_truth["phonons"] = phonon_truth
