@@ -183,3 +183,24 @@ def test_a_child_does_not_outlive_a_killed_parent(tmp_path: Path) -> None:
     while _running(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(child), "the checking process outlived its killed parent"
+
+
+@pytest.mark.parametrize(
+    "command", [["view"], ["export", "--to", "npy"], ["analyze", "columns"]], ids=" ".join
+)
+def test_result_commands_refuse_a_damaged_result_file(command: list[str], tmp_path: Path) -> None:
+    # Before the guard reached the result readers, `ptyscope view` segfaulted (SIGSEGV,
+    # 29b634546ee4) or hung (1b931d968bd0) on these. A process of its own, so that a
+    # regression fails this test instead of killing the test run.
+    path = tmp_path / "result.h5"
+    path.write_bytes(LIBRARY_FAILURES[1].read_bytes())
+    done = subprocess.run(
+        [sys.executable, "-m", "ptyscope.cli", *command, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"Error: {str(path)!r} is a damaged HDF5 file" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ptyscope.io.atomic import atomic_path
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 
 from .columns import find_peaks, fit_lattice, lattice_sites, srtio3_lattice
 from .images import PhaseImage, load_phase
@@ -323,14 +324,13 @@ def analyze_alignment(
     the line fit (every slice is still aligned and listed). Writes
     ``alignment.csv`` (slice, depth, shift y/x in Å).
     """
-    import h5py
 
     from .alignment import align_slices, apparent_tilt_mrad
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     first = load_phase(result_path, state=state, slice_index=0)
-    with h5py.File(result_path, "r") as handle:
+    with open_untrusted_hdf5(result_path) as handle:
         slices = int(handle["object"].shape[1])
         thickness = float(handle.attrs.get("slice_thickness_ang", float("nan")))
         fitted = (

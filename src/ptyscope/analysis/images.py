@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
+
 __all__ = ["PhaseImage", "load_phase", "load_phase_states"]
 
 
@@ -65,7 +67,7 @@ class PhaseImage:
 def _open_result(result_path: str | os.PathLike[str]) -> h5py.File:
     if not os.path.exists(result_path):
         raise FileNotFoundError(f"result file not found: {os.fspath(result_path)!r}")
-    handle = h5py.File(result_path, "r")
+    handle = open_untrusted_hdf5(result_path)
     if "object" not in handle or "positions_ang" not in handle:
         handle.close()
         raise ValueError(

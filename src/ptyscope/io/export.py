@@ -53,6 +53,7 @@ from ase.data import chemical_symbols
 
 from ptyscope import __version__
 from ptyscope.io.atomic import atomic_path
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 
 __all__ = [
     "EMD_ROOT",
@@ -132,7 +133,7 @@ def read_result_arrays(path: str | os.PathLike[str]) -> ResultArrays:
     """
     where = os.fspath(path)
     try:
-        with h5py.File(path, "r") as handle:
+        with open_untrusted_hdf5(path) as handle:
             if handle.attrs.get("format") != "ptyscope-result":
                 raise ValueError(
                     f"{where!r} is not a ptyscope result file (root attribute format = "
@@ -506,7 +507,7 @@ def export_atoms(
 def _tomography_atoms(path: Path, symbols: Sequence[str] | None, *, in_cell: bool) -> ase.Atoms:
     where = os.fspath(path)
     try:
-        with h5py.File(path, "r") as handle:
+        with open_untrusted_hdf5(path) as handle:
             if handle.attrs.get("format") != "ptyscope-tomography":
                 raise ValueError(
                     f"{where!r} is neither a ptyscope-tomography result nor a columns .csv "

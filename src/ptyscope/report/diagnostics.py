@@ -26,6 +26,7 @@ from scipy.spatial import cKDTree
 from scipy.special import gammaln
 
 from ptyscope.config import ObjectConfig, OptimizationConfig, PropagatorConfig
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 
 __all__ = [
     "Finding",
@@ -754,7 +755,7 @@ def diagnose(
     The findings, warnings first.
     """
     if not isinstance(result, ResultSummary):
-        with h5py.File(Path(result), "r") as handle:
+        with open_untrusted_hdf5(Path(result)) as handle:
             result = read_summary(handle)
     obj, propagator, optimization = _settings(result.config_text)
     history, region = result.history, result.scanned_region_px()

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import numpy.typing as npt
 
 from ptyscope import __version__
 from ptyscope.io.atomic import atomic_path
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 from ptyscope.report import reconstruction_figures as figs
 from ptyscope.report.diagnostics import Finding, diagnose, format_findings, read_summary
 from ptyscope.report.viewer import write_viewer
@@ -449,7 +449,7 @@ def write_report(
         datasets), or ``truth`` does not fit the object grid.
     """
     source, out = Path(result_path), Path(folder)
-    with h5py.File(source, "r") as handle:
+    with open_untrusted_hdf5(source) as handle:
         run = _read_run(handle, source)
         states, slices, ny, nx = run.object_shape
         truth_phase = _truth_phase(truth, (ny, nx))

@@ -45,6 +45,7 @@ import numpy.typing as npt
 
 from ptyscope import __version__
 from ptyscope.io.atomic import atomic_path
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 from ptyscope.report.reconstruction_figures import probe_power_fractions
 
 __all__ = ["encode_image", "nice_scale_length_ang", "view_command", "write_viewer"]
@@ -548,7 +549,7 @@ def write_viewer(
     if target.resolve() == source.resolve():
         raise ValueError(f"output must differ from result, got '{target}' for both")
     try:
-        handle = h5py.File(source, "r")
+        handle = open_untrusted_hdf5(source)
     except OSError as error:
         raise ValueError(f"result must be a readable HDF5 file, got '{source}': {error}") from None
     with handle:

@@ -48,7 +48,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 import torch
 from scipy import ndimage
@@ -61,6 +60,7 @@ from ptyscope._validation import (
     require_positive_pair,
 )
 from ptyscope.io.datafile import plain_attribute
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 from ptyscope.reconstruction.results import RESULT_FORMAT
 
 __all__ = [
@@ -229,7 +229,7 @@ def summed_phase(
     require_finite("margin_ang", margin_ang)
     if not os.path.isfile(result_path):
         raise ValueError(f"result_path must be an existing result file, got {result_path!r}")
-    with h5py.File(result_path, "r") as handle:
+    with open_untrusted_hdf5(result_path) as handle:
         found = plain_attribute(handle.attrs.get("format", ""))
         if found != RESULT_FORMAT or "object" not in handle:
             raise ValueError(

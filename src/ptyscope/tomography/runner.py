@@ -102,6 +102,7 @@ from ptyscope.io.datafile import (
     plain_attribute,
     write_dataset,
 )
+from ptyscope.io.hdf5_guard import open_untrusted_hdf5
 from ptyscope.reconstruction.results import RESULT_FORMAT
 from ptyscope.reconstruction.run import checkpoint_path, run_reconstruction
 
@@ -241,7 +242,7 @@ def _complete_iterations(path: Path) -> int | None:
     if not path.is_file():
         return None
     try:
-        with h5py.File(path, "r") as handle:
+        with open_untrusted_hdf5(path) as handle:
             if plain_attribute(handle.attrs.get("format", "")) != RESULT_FORMAT:
                 return None
             obj = handle.get("object")
