@@ -159,3 +159,79 @@ def test_object_windows_equal_gather_then_multislice(
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
     for name, a, b in zip(("probe", "object", "propagator"), fast_grads, slow_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def _transmission(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    """Complex transmissions near unit modulus with phases well inside (−π, π)."""
+    magnitude = 1.0 + 0.2 * torch.randn(*shape, generator=generator, dtype=torch.float64)
+    phase = torch.clamp(torch.randn(*shape, generator=generator, dtype=torch.float64), -2.5, 2.5)
+    return torch.polar(magnitude, phase)
+
+
+def _subdivided(patches: torch.Tensor, substeps: int) -> torch.Tensor:
+    """Every slice of (B, S, L, ny, nx) as ``substeps`` planes of its principal root."""
+    root = torch.polar(patches.abs() ** (1.0 / substeps), torch.angle(patches) / substeps)
+    return root.repeat_interleave(substeps, dim=2)
+
+
+@pytest.mark.parametrize(("substeps", "per_position_propagator"), [(2, False), (3, True)])
+def test_sub_sliced_waves_and_gradients_equal_autograd_of_the_plain_loop(
+    substeps: int, per_position_propagator: bool
+) -> None:
+    generator = torch.Generator().manual_seed(3)
+    batch, states, slices, modes, ny, nx = 3, 2, 3, 2, 6, 5
+    probe = _complex(generator, batch, modes, ny, nx)
+    patches = _transmission(generator, batch, states, slices, ny, nx)
+    shape = (batch, 1, 1, ny, nx) if per_position_propagator else (ny, nx)
+    propagator = _complex(generator, *shape)
+    weights = _complex(generator, batch, states, modes, ny, nx)
+    inputs = [probe, patches, propagator]
+
+    def fast_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return multislice_waves(p, o, q, substeps)
+
+    def slow_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return _reference_waves(p, _subdivided(o, substeps), q)
+
+    fast, fast_grads = _gradients(fast_fn, inputs, weights)
+    slow, slow_grads = _gradients(slow_fn, inputs, weights)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
+    for name, a, b in zip(("probe", "patches", "propagator"), fast_grads, slow_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_sub_sliced_object_waves_equal_gather_then_sub_sliced_multislice(periodic: bool) -> None:
+    generator = torch.Generator().manual_seed(4)
+    states, slices, modes, ny, nx, substeps = 2, 2, 1, 5, 4, 3
+    obj = _transmission(generator, states, slices, 11, 9)
+    corners = torch.tensor([[0, 0], [3, 2], [6, 5]] if not periodic else [[8, 7], [-2, 1], [4, 3]])
+    probe = _complex(generator, corners.shape[0], modes, ny, nx)
+    propagator = _complex(generator, ny, nx)
+    weights = _complex(generator, corners.shape[0], states, modes, ny, nx)
+
+    def fast_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return multislice_object_waves(p, o, corners, q, periodic, substeps)
+
+    def slow_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        windows = _reference_windows(o, corners, (ny, nx))
+        return _reference_waves(p, _subdivided(windows, substeps), q)
+
+    fast, fast_grads = _gradients(fast_fn, [probe, obj, propagator], weights)
+    slow, slow_grads = _gradients(slow_fn, [probe, obj, propagator], weights)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
+    for name, a, b in zip(("probe", "object", "propagator"), fast_grads, slow_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_one_substep_is_the_plain_pass_and_bad_substeps_are_refused() -> None:
+    generator = torch.Generator().manual_seed(5)
+    probe = _complex(generator, 2, 1, 6, 6)
+    patches = _transmission(generator, 2, 1, 3, 6, 6)
+    propagator = _complex(generator, 6, 6)
+    plain = multislice_exit_waves(probe, patches, propagator)
+    torch.testing.assert_close(multislice_exit_waves(probe, patches, propagator, substeps=1), plain)
+    assert not torch.allclose(multislice_exit_waves(probe, patches, propagator, substeps=2), plain)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"substeps must be an integer >= 1, got"):
+            multislice_exit_waves(probe, patches, propagator, substeps=bad)  # type: ignore[arg-type]

@@ -118,6 +118,32 @@ def test_run_shape_matches_the_object_prepare_builds() -> None:
     assert run_shape(config, dataset, processes=3).batch == 3  # ⌈7 / 3⌉ per process
 
 
+def test_substeps_multiply_the_planes_of_the_measured_pass() -> None:
+    """propagator.substeps = 3 makes each of 2 slices 3 planes: the pass is measured over
+    6 planes, so the FFTs per position follow modes·(1 + states·(2·planes − 1))."""
+    rng = np.random.default_rng(0)
+    calibration = Calibration(300e3, (0.5, 0.4), (0.1, 0.1), semiangle_mrad=20.0)
+    dataset = Dataset4D(rng.random((4, 4, 24, 24)).astype(np.float32), calibration)
+
+    def ffts(substeps: int) -> float:
+        config = ReconstructionConfig.model_validate(
+            {
+                "data": {"path": "x.h5"},
+                "object": {"slices": 2},
+                "propagator": {"substeps": substeps},
+                "optimization": {"batch_size": 8, "chunk_size": 8},
+            }
+        )
+        run = estimate_run(config, dataset, "cpu", timing=False)
+        assert run.shape.planes == 2 * substeps
+        return run.chunk.ffts_per_position
+
+    plain, sliced = ffts(1), ffts(3)
+    assert plain >= 1 + (2 * 2 - 1)
+    assert sliced >= 1 + (2 * 6 - 1)
+    assert sliced / plain > 2.5  # (2·6 − 1) / (2·2 − 1) = 3.7 for the multislice part
+
+
 def _measure_directly(
     positions: int, window: tuple[int, int], slices: int, modes: int, states: int
 ) -> activations._Pass:

@@ -14,7 +14,10 @@ import torch
 from ptyscope.analysis.registration import fourier_shift_image
 from ptyscope.config import ConfigError, ReconstructionConfig, load_config
 from ptyscope.io.datafile import write_dataset
+from ptyscope.physics.multislice import multislice_forward
+from ptyscope.physics.propagator import fresnel_propagator
 from ptyscope.reconstruction.constraints import Schedule
+from ptyscope.reconstruction.forward import PropagatorCache, predict
 from ptyscope.reconstruction.parameters import PtychoParameters
 from ptyscope.reconstruction.run import run_reconstruction
 from ptyscope.reconstruction.tilt import TiltAlignment, drift_slope, smooth_map
@@ -141,6 +144,8 @@ def test_map_alignment_finds_a_uniform_drift_at_every_position() -> None:
         ('[propagator]\nfit_tilt = "global"\n[object]\nslices = 1', "object.slices >= 2"),
         ('[propagator]\nfit_tilt = "yes"', "propagator.fit_tilt"),
         ("[propagator]\nalign_every = 0", "propagator.align_every"),
+        ("[propagator]\nsubsteps = 0", "propagator.substeps"),
+        ("[propagator]\nsubsteps = 2.5", "propagator.substeps"),
     ],
 )
 def test_bad_propagator_settings_name_the_key(tmp_path: Path, section: str, message: str) -> None:
@@ -148,6 +153,28 @@ def test_bad_propagator_settings_name_the_key(tmp_path: Path, section: str, mess
     path.write_text(f'[data]\npath = "data.h5"\n{section}\n')
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_config(path, ReconstructionConfig)
+
+
+def test_predict_with_substeps_is_the_pass_through_root_planes() -> None:
+    """The engine's forward model with propagator.substeps = n equals the plain pass
+    through every slice's n-th root repeated n times with the propagator of Δz/n."""
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, 3, 40, 40)
+    phase = torch.rand(shape, generator=generator)
+    obj = torch.polar(1.0 - 0.1 * torch.rand(shape, generator=generator), phase)
+    probe = torch.polar(torch.ones(1, 16, 16), torch.rand(1, 16, 16, generator=generator))
+    positions = torch.tensor([[15.0, 15.0], [20.3, 18.6], [24.0, 22.5]])
+    params = PtychoParameters(obj, probe, positions, torch.tensor([2.0, -7.0]), 9.0)
+    ky = torch.fft.fftfreq(16, 0.2)[:, None].expand(16, 16)
+    kx = torch.fft.fftfreq(16, 0.2)[None, :].expand(16, 16)
+    cache = PropagatorCache(ky, kx, 0.0197, substeps=3)
+    indices = torch.arange(3)
+    found = predict(params, indices, cache, 1.0)
+    root = torch.polar(obj.abs() ** (1 / 3), obj.angle() / 3).repeat_interleave(3, dim=1)
+    expected = multislice_forward(
+        probe, root, positions, fresnel_propagator(ky, kx, 0.0197, 3.0, (2.0, -7.0))
+    )
+    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-7)
 
 
 def _tilted_srtio3(

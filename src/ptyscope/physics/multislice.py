@@ -23,6 +23,7 @@ import torch
 from .multislice_autograd import gather_windows, multislice_object_waves, multislice_waves
 
 __all__ = [
+    "check_substeps",
     "extract_patches",
     "far_field_intensity",
     "fourier_shift",
@@ -163,6 +164,21 @@ def _check_inside(corners: torch.Tensor, window: tuple[int, int], big: tuple[int
         )
 
 
+def check_substeps(substeps: int) -> None:
+    """Require a whole number >= 1 of planes per slice.
+
+    Sub-slicing (``substeps`` n > 1) spreads each slice's transmission O over n planes of
+    O^(1/n), Δz/n apart. With one plane per slice a tilted propagator only shifts whole
+    slices against each other, which a shift of the slices reproduces exactly, so the
+    loss cannot tell the tilt from a re-registration of the slices; with n > 1 the columns
+    inside each slice are tilted too, as in the specimen, and the tilt becomes part of what
+    the data constrain (Sha et al. 2022 use one plane per slice; the sub-planes are
+    ptyscope's).
+    """
+    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
+        raise ValueError(f"substeps must be an integer >= 1, got {substeps!r}")
+
+
 def _check_propagator(propagator: torch.Tensor, window: tuple[int, int], batch: int) -> None:
     if (
         propagator.ndim not in (2, 3)
@@ -176,7 +192,11 @@ def _check_propagator(propagator: torch.Tensor, window: tuple[int, int], batch: 
 
 
 def multislice_exit_waves(
-    probe: torch.Tensor, object_patches: torch.Tensor, propagator: torch.Tensor
+    probe: torch.Tensor,
+    object_patches: torch.Tensor,
+    propagator: torch.Tensor,
+    *,
+    substeps: int = 1,
 ) -> torch.Tensor:
     """Exit waves of every probe mode through every object state.
 
@@ -190,12 +210,17 @@ def multislice_exit_waves(
     propagator:
         Complex tensor (ny, nx) for a global propagator, or (B, ny, nx) for one per position
         (e.g. a tilt map); see :func:`ptyscope.physics.propagator.fresnel_propagator`.
+        With ``substeps`` > 1 it is the propagator of one sub-step, Δz/substeps.
+    substeps:
+        Planes per slice: each slice O acts as ``substeps`` planes of O^(1/substeps) with
+        the propagator between them (see :func:`check_substeps`).
 
     Returns
     -------
     torch.Tensor
         Complex tensor (B, S, M, ny, nx).
     """
+    check_substeps(substeps)
     if object_patches.ndim != 5:
         raise ValueError(
             "object_patches must have shape (B, states, slices, ny, nx), "
@@ -219,7 +244,7 @@ def multislice_exit_waves(
         propagator = propagator[:, None, None]  # (B, 1, 1, ny, nx)
     # The loop ψ_{j+1} = F⁻¹[p·F[ψ_j·O_j]] with a hand-written backward (same gradients
     # as autograd, several times faster): see multislice_autograd.
-    return multislice_waves(probe, object_patches, propagator)
+    return multislice_waves(probe, object_patches, propagator, substeps)
 
 
 def far_field_intensity(
@@ -269,6 +294,7 @@ def multislice_forward(
     state_weights: torch.Tensor | None = None,
     *,
     periodic: bool = False,
+    substeps: int = 1,
 ) -> torch.Tensor:
     """Diffraction patterns of a batch of probe positions (full forward model).
 
@@ -286,12 +312,16 @@ def multislice_forward(
         Real tensor (S,), default 1/S each.
     periodic:
         The object is one period of a periodic specimen (see :func:`extract_patches`).
+    substeps:
+        Planes per slice, as in :func:`multislice_exit_waves` (``propagator`` is then the
+        propagator of one sub-step).
 
     Returns
     -------
     torch.Tensor
         Real tensor (B, ny, nx): far-field intensities, zero frequency at the centre.
     """
+    check_substeps(substeps)
     if probe.ndim != 3:
         raise ValueError(f"probe must have shape (modes, ny, nx), got {tuple(probe.shape)}")
     if obj.ndim != 4:
@@ -305,5 +335,5 @@ def multislice_forward(
     if propagator.ndim == 3:
         propagator = propagator[:, None, None]  # (B, 1, 1, ny, nx)
     # Gathers the windows and scatters their gradients one slice at a time.
-    exit_waves = multislice_object_waves(shifted, obj, corners, propagator, periodic)
+    exit_waves = multislice_object_waves(shifted, obj, corners, propagator, periodic, substeps)
     return far_field_intensity(exit_waves, state_weights)

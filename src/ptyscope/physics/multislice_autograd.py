@@ -31,6 +31,9 @@ import torch
 
 __all__ = ["gather_windows", "multislice_object_waves", "multislice_waves"]
 
+#: |O| below this is treated as this in the gradient of a sub-sliced slice's root.
+_SMALLEST_TRANSMISSION = 1e-6
+
 
 def gather_windows(
     obj: torch.Tensor, corners: torch.Tensor, window_shape: tuple[int, int], periodic: bool
@@ -46,14 +49,18 @@ def gather_windows(
 
 
 def multislice_waves(
-    probe: torch.Tensor, patches: torch.Tensor, propagator: torch.Tensor
+    probe: torch.Tensor, patches: torch.Tensor, propagator: torch.Tensor, substeps: int = 1
 ) -> torch.Tensor:
     """Exit waves (B, S, M, ny, nx) of probes (B|1, M, ny, nx) through patches
-    (B|1, S, L, ny, nx) with a propagator (ny, nx) or (B, 1, 1, ny, nx).
+    (B|1, S, L, ny, nx) with a propagator (ny, nx) or (B, 1, 1, ny, nx); with ``substeps``
+    n > 1 each slice is n planes of O^(1/n) (see :class:`_SubslicedSource`).
 
     Shapes are checked by the caller (:func:`ptyscope.physics.multislice.multislice_exit_waves`).
     """
-    source = _PatchSource(patches)
+    patch_source = _PatchSource(patches)
+    source: _Source = patch_source
+    if substeps > 1:
+        source = _SubslicedSource(patch_source, substeps)
     waves: torch.Tensor = _MultisliceWaves.apply(probe, patches, propagator, source)  # type: ignore[no-untyped-call]
     return waves
 
@@ -179,21 +186,83 @@ class _ObjectSource:
         return grad.reshape(self.obj.shape).conj_physical_()
 
 
+class _SubslicedSource:
+    """Each slice of another source as ``substeps`` n planes of its n-th root.
+
+    A slice of thickness Δz whose transmission is O becomes n planes of r = O^(1/n)
+    (principal root: |O|^(1/n)·exp(i·arg(O)/n)) with the propagator of Δz/n between them,
+    so the slice's potential is spread through its depth instead of sitting in one plane.
+    For n = 1 the two are the same; as n grows the pass tends to the one a simulator with
+    thin slices makes (the limit of the phase-grating approximation). The root is correct
+    while |arg O| < π; a slice whose phase wraps needs thinner slices.
+
+    Gradient (conjugated convention of the module docstring): the n planes of one slice add
+    their h_r, and h_O = h_r · dr/dO = h_r / (n·r^(n−1)).
+    """
+
+    def __init__(self, inner: _PatchSource | _ObjectSource, substeps: int) -> None:
+        self.inner = inner
+        self.substeps = substeps
+        self.batch, self.states = inner.batch, inner.states
+        self.slices = inner.slices * substeps
+        self._root: torch.Tensor | None = None
+        self._grad: torch.Tensor | None = None
+
+    def window(self, k: int) -> torch.Tensor:
+        if k % self.substeps == 0:  # the first plane of a slice: one root per slice
+            window = self.inner.window(k // self.substeps)
+            magnitude = window.abs()
+            self._root = torch.polar(
+                magnitude.pow(1.0 / self.substeps), torch.angle(window) / self.substeps
+            )
+        assert self._root is not None
+        return self._root
+
+    def start_backward(self) -> None:
+        self.inner.start_backward()
+        self._grad = None
+
+    def add(self, k: int, conj_grad: torch.Tensor) -> None:
+        # the backward visits the planes of slice j from the last (k = jn + n − 1) to the
+        # first (k = jn); the gradient leaves for the slice when the first is reached
+        self._grad = conj_grad.clone() if self._grad is None else self._grad.add_(conj_grad)
+        if k % self.substeps == 0:
+            n = self.substeps
+            window = self.inner.window(k // n)
+            # 1/(n·r^(n−1)), with |O| kept off zero (a transmission is never near zero)
+            magnitude = window.abs().clamp_min(_SMALLEST_TRANSMISSION)
+            power = 1.0 / n - 1.0
+            factor = torch.polar(magnitude.pow(power) / n, torch.angle(window) * power)
+            self.inner.add(k // n, self._grad.mul_(factor))
+            self._grad = None
+
+    def result(self) -> torch.Tensor:
+        return self.inner.result()
+
+
+_Source = _PatchSource | _ObjectSource | _SubslicedSource
+
+
 def multislice_object_waves(
     probe: torch.Tensor,
     obj: torch.Tensor,
     corners: torch.Tensor,
     propagator: torch.Tensor,
     periodic: bool = False,
+    substeps: int = 1,
 ) -> torch.Tensor:
     """Exit waves (B, S, M, ny, nx) of probes (B|1, M, ny, nx) through the windows of
     ``obj`` (S, L, Ny, Nx) at integer ``corners`` (B, 2), with a propagator (ny, nx) or
     (B, 1, 1, ny, nx): :func:`multislice_waves` of :func:`gather_windows`, gathering and
-    scatter-adding one slice at a time. Shapes and bounds are checked by the caller
+    scatter-adding one slice at a time (``substeps``: as in :func:`multislice_waves`).
+    Shapes and bounds are checked by the caller
     (:func:`ptyscope.physics.multislice.multislice_forward`).
     """
     window = (int(probe.shape[-2]), int(probe.shape[-1]))
-    source = _ObjectSource(obj, corners, window, periodic)
+    object_source = _ObjectSource(obj, corners, window, periodic)
+    source: _Source = object_source
+    if substeps > 1:
+        source = _SubslicedSource(object_source, substeps)
     waves: torch.Tensor = _MultisliceWaves.apply(probe, obj, propagator, source)  # type: ignore[no-untyped-call]
     return waves
 
@@ -205,7 +274,7 @@ class _MultisliceWaves(torch.autograd.Function):
         probe: torch.Tensor,
         windows_of: torch.Tensor,
         propagator: torch.Tensor,
-        source: _PatchSource | _ObjectSource,
+        source: _Source,
     ) -> torch.Tensor:
         states, slices = source.states, source.slices
         batch = max(probe.shape[0], source.batch)

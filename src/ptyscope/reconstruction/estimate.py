@@ -174,6 +174,10 @@ class RunShape:
         Groups that get an optimiser state.
     processes:
         Processes of a data-parallel run (each holds everything but its share of a batch).
+    substeps:
+        Planes per slice of the forward model; the pass is measured as one over
+        slices × substeps planes (the same FFTs; its saved windows are an upper bound, the
+        planes of one slice share theirs).
     """
 
     patterns: int
@@ -193,6 +197,12 @@ class RunShape:
     fit_probe: bool = True
     fit_positions: bool = False
     processes: int = 1
+    substeps: int = 1
+
+    @property
+    def planes(self) -> int:
+        """Planes of the multislice pass: slices × substeps."""
+        return self.object_shape[1] * self.substeps
 
     @property
     def chunks_per_update(self) -> int:
@@ -253,6 +263,7 @@ def run_shape(config: ReconstructionConfig, dataset: Dataset4D, processes: int =
         fit_probe=config.probe.fit,
         fit_positions=config.positions.fit,
         processes=processes,
+        substeps=propagator.substeps,
     )
 
 
@@ -546,10 +557,10 @@ def estimate_run(
     """
     device = torch.device(device)
     shape = run_shape(config, dataset, processes)
-    states, slices, _, _ = shape.object_shape
+    states = shape.object_shape[0]
     chunk = measure_chunk(
         shape.window,
-        slices,
+        shape.planes,
         shape.modes,
         states,
         loss=shape.loss,
@@ -573,7 +584,7 @@ def estimate_run(
         seconds_fft = _time_fft(shape.window, device, shape.chunk * states * shape.modes)
         wave = shape.chunk * states * shape.modes * shape.window[0] * shape.window[1] * 8
         seconds_byte = _time_copy(wave, device)  # the size the pass's operations write
-        seconds_chunk = time_chunk(shape.window, slices, shape.modes, states, device)
+        seconds_chunk = time_chunk(shape.window, shape.planes, shape.modes, states, device)
     return RunEstimate(
         device,
         shape,
@@ -635,7 +646,9 @@ def check_memory(
             f"{_gib(available.nbytes)} available ({available.source}); largest terms: {terms}. "
             f"Lower optimization.chunk_size (now {shape.chunk}) or optimization.batch_size, "
             f"or object.states ({shape.object_shape[0]}), probe.modes ({shape.modes}) or "
-            f"object.slices ({shape.object_shape[1]}), or use another device; `ptyscope "
+            f"object.slices ({shape.object_shape[1]})"
+            + (f" or propagator.substeps ({shape.substeps})" if shape.substeps > 1 else "")
+            + ", or use another device; `ptyscope "
             f"estimate` lists every term. To start anyway set {config_name} = false or pass "
             "--skip-memory-check."
         )
@@ -651,7 +664,9 @@ def render(estimate: RunEstimate, available: dict[str, Available | None]) -> str
     lines = [
         f"{shape.patterns} patterns of {shape.window[0]} × {shape.window[1]}, object "
         f"{' × '.join(map(str, shape.object_shape))} (states × slices × Ny × Nx), "
-        f"{shape.modes} probe mode(s); {shape.updates} update(s) per iteration of "
+        f"{shape.modes} probe mode(s)"
+        + (f", {shape.substeps} planes per slice" if shape.substeps > 1 else "")
+        + f"; {shape.updates} update(s) per iteration of "
         f"{shape.batch} patterns in chunks of {shape.chunk}",
         "",
         f"{'memory':<66}{'where':>7}{'MiB':>11}",

@@ -33,12 +33,16 @@ class PropagatorCache:
         λ [Å].
     band_limit:
         Optional real (ny, nx) mask multiplied into the propagator.
+    substeps:
+        Planes per slice (:func:`ptyscope.physics.multislice.check_substeps`); the
+        propagator is that of one sub-step, slice thickness / substeps.
     """
 
     ky: torch.Tensor
     kx: torch.Tensor
     wavelength_ang: float
     band_limit: torch.Tensor | None = None
+    substeps: int = 1
     _cached: torch.Tensor | None = field(default=None, repr=False)
 
     def propagator(
@@ -52,6 +56,8 @@ class PropagatorCache:
         if not trainable:
             tilt = tilt.detach()
         thickness = params.thickness if trainable else params.thickness.detach()
+        if self.substeps > 1:
+            thickness = thickness / self.substeps
         result = fresnel_propagator(self.ky, self.kx, self.wavelength_ang, thickness, tilt)
         if self.band_limit is not None:
             result = result * self.band_limit
@@ -75,6 +81,11 @@ def predict(
     positions = params.positions_px()[indices]
     propagator = cache.propagator(params, indices, propagator_trainable)
     intensity = multislice_forward(
-        params.probe, params.object, positions, propagator, params.weights()
+        params.probe,
+        params.object,
+        positions,
+        propagator,
+        params.weights(),
+        substeps=cache.substeps,
     )
     return intensity * intensity_scale

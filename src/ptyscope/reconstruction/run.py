@@ -145,6 +145,7 @@ def build_run(
         seed=config.optimization.seed,
         probe_from=config.probe.init,
         scan_half=data.scan_half,
+        substeps=propagator.substeps,
         state_phase_noise_rad=config.object.state_noise_rad,
         device=device,
     )

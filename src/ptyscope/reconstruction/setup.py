@@ -79,6 +79,7 @@ def prepare(
     seed: int = 0,
     probe_from: str = "aperture",
     scan_half: str | None = None,
+    substeps: int = 1,
     device: torch.device | str = "cpu",
 ) -> ReconstructionSetup:
     """Initial parameters for reconstructing ``dataset``.
@@ -107,6 +108,8 @@ def prepare(
         ``None`` uses every pattern; ``"even"`` / ``"odd"`` keep the scan points with
         (row + column) even / odd, two interleaved halves covering the same area on the same
         object grid, for Fourier ring correlation between independent reconstructions.
+    substeps:
+        Planes per slice of the forward model (``propagator.substeps``).
     probe_from:
         ``"aperture"``: a soft-edged disk of the calibrated semiangle with the defocus
         phase (the probe builder). ``"mean_pattern"``: the measured bright-field disk,
@@ -162,7 +165,7 @@ def prepare(
         np.asarray(dataset.to_memory().data, dtype=np.float32).reshape(-1, ny, nx)[keep]
     )
     ky, kx = Grid((ny, nx), pixel).frequencies(device=device)
-    cache = PropagatorCache(ky, kx, wavelength_ang(cal.energy_ev))
+    cache = PropagatorCache(ky, kx, wavelength_ang(cal.energy_ev), substeps=substeps)
     grid_shape = dataset.scan_shape if scan_half is None else None  # no compact tiles
     return ReconstructionSetup(params, measured, cache, pixel, origin, grid_shape)
 

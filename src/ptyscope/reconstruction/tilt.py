@@ -11,6 +11,12 @@ by the object within a few iterations and the tilt stays wherever the object fir
 Measured on simulated SrTiO3 (82 Å, 5 slices, true tilt 8 mrad along x): the tilt fitted
 by Adam from 0 mrad stalls at 2.4 mrad; started at the truth it wanders to 8.3.
 
+This holds for one plane per slice. With ``propagator.substeps`` > 1 each slice is
+several planes, the columns inside a slice are tilted by the propagator too, and the loss
+does see θ (:func:`ptyscope.physics.multislice.check_substeps`); the alignment step then
+changes the prediction slightly (only inside the slices), and its fixed point, the tilt
+at which the slices line up, moves onto the true tilt (docs/adaptive_propagator.md).
+
 The alignment step
 ------------------
 :class:`TiltAlignment` fixes what the data cannot: the tilt at which the slices line up.
