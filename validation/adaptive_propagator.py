@@ -12,7 +12,9 @@ data from ptyscope's simulator (300 kV, 22 mrad, 60 Å underfocus, 82 Å = 21 ce
 3. tilt maps (Figs. 6-7): two domains at ±6 mrad and a linear ramp 2 → 10 mrad along x;
 4. noise: selected cases again at 1e5 e/Å².
 
-``--only steep`` runs the sweep's 15 mrad case (at 30° from x) alone.
+``--only steep`` runs the sweep's 15 mrad case (at 30° from x) alone. ``--substeps N``
+gives APP N planes per slice (``propagator.substeps``; FPP stays Sha et al.'s one plane
+per slice), and ``--no-fpp`` skips the FPP runs (their figures do not depend on N).
 
 Run: ``python validation/adaptive_propagator.py [--quick]`` (about 30 min on 2 cores;
 ``--quick`` runs one case of each table).
@@ -66,6 +68,12 @@ def simulate(tilt: tuple[float, float] | np.ndarray, dose: float, scan: ScanSett
     )
 
 
+#: Planes per slice of APP's forward model (``--substeps``); FPP keeps one.
+SUBSTEPS = 1
+#: Run the FPP baselines (``--no-fpp`` skips them).
+RUN_FPP = True
+
+
 def reconstruct(
     folder: Path,
     sim,
@@ -88,7 +96,11 @@ def reconstruct(
                 "slice_thickness_ang": THICKNESS_ANG * thickness_scale / slices,
                 "lr": 2e-2,
             },
-            "propagator": {"fit_tilt": fit_tilt, "fit_thickness": fit_thickness},
+            "propagator": {
+                "fit_tilt": fit_tilt,
+                "fit_thickness": fit_thickness,
+                "substeps": 1 if fit_tilt == "off" else SUBSTEPS,
+            },
             "optimization": {
                 "iterations": iterations,
                 "batch_size": 32,
@@ -129,7 +141,9 @@ def middle_phase(result: Path, slices: int) -> tuple[np.ndarray, tuple[float, fl
 
 def sweep(root: Path, cases, dose: float, figures: Path | None) -> None:
     scan = SCAN
-    print(f"\n## Tilt sweep, {THICKNESS_ANG:.0f} Å, 5 slices, dose {dose:.0e} e/Å²")
+    print(
+        f"\n## Tilt sweep, {THICKNESS_ANG:.0f} Å, 5 slices ×{SUBSTEPS} planes, dose {dose:.0e} e/Å²"
+    )
     print(
         "| truth (θy, θx) | APP θ | APP |Δθ| | APP t [Å] | APP d_Sr-TiO, d_O-TiO [pm] "
         "| FPP apparent θ | FPP d_Sr-TiO, d_O-TiO [pm] | time [s] |"
@@ -144,10 +158,13 @@ def sweep(root: Path, cases, dose: float, figures: Path | None) -> None:
         folder.mkdir()
         sim = simulate(truth, dose, scan)
         app_result = reconstruct(folder, sim, fit_tilt="global", slices=5)
-        fpp_result = reconstruct(folder, sim, fit_tilt="off", slices=5)
-        app, fpp = measure(app_result, 5), measure(fpp_result, 5)
-        for label, result in (("APP", app_result), ("FPP", fpp_result)):
-            panels.append((label, middle_phase(result, 5)[0]))
+        app = measure(app_result, 5)
+        fpp = dict.fromkeys(app, math.nan)
+        panels.append(("APP", middle_phase(app_result, 5)[0]))
+        if RUN_FPP:
+            fpp_result = reconstruct(folder, sim, fit_tilt="off", slices=5)
+            fpp = measure(fpp_result, 5)
+            panels.append(("FPP", middle_phase(fpp_result, 5)[0]))
         rows.append(f"({truth[0]:.1f}, {truth[1]:.1f}) mrad")
         error = math.hypot(app["ty"] - truth[0], app["tx"] - truth[1])
         print(
@@ -175,7 +192,9 @@ def slice_count(root: Path, counts) -> None:
         folder = root / f"slices_{slices}"
         folder.mkdir()
         app = measure(reconstruct(folder, sim, fit_tilt="global", slices=slices), slices)
-        fpp = measure(reconstruct(folder, sim, fit_tilt="off", slices=slices), slices)
+        fpp = dict.fromkeys(app, math.nan)
+        if RUN_FPP:
+            fpp = measure(reconstruct(folder, sim, fit_tilt="off", slices=slices), slices)
         print(
             f"| {slices} | ({app['ty']:.2f}, {app['tx']:.2f}) "
             f"| ({fpp['app_ty']:.2f}, {fpp['app_tx']:.2f}) |",
@@ -222,7 +241,7 @@ def tilt_map(root: Path, kind: str, dose: float, figures: Path | None) -> None:
             "data": {"path": str(folder / "data.h5")},
             "probe": {"defocus_ang": 60.0, "start": 10, "lr": 3e-3},
             "object": {"slices": 5, "slice_thickness_ang": THICKNESS_ANG / 5, "lr": 2e-2},
-            "propagator": {"fit_tilt": "map", "map_start": 30},
+            "propagator": {"fit_tilt": "map", "map_start": 30, "substeps": SUBSTEPS},
             "optimization": {
                 "iterations": 70,
                 "batch_size": 32,
@@ -267,7 +286,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one case per table")
     parser.add_argument("--only", choices=["sweep", "steep", "slices", "thickness", "map", "noise"])
     parser.add_argument("--figures", type=Path, help="folder for the figures (default: none)")
+    parser.add_argument("--substeps", type=int, default=1, help="APP's planes per slice")
+    parser.add_argument("--no-fpp", action="store_true", help="skip the FPP baselines")
     args = parser.parse_args()
+    global SUBSTEPS, RUN_FPP
+    SUBSTEPS, RUN_FPP = args.substeps, not args.no_fpp
+    print(f"APP with {SUBSTEPS} plane(s) per slice; FPP {'on' if RUN_FPP else 'skipped'}")
     diagonal = [(-t / math.sqrt(2), t / math.sqrt(2)) for t in (4.0, 8.0, 12.0)]
     along_x = [(0.0, t) for t in (0.0, 4.0, 8.0, 12.0)]
     steep = [(15 * math.sin(math.radians(30)), 15 * math.cos(math.radians(30)))]  # 15 mrad
