@@ -41,6 +41,23 @@ def _measured_file(folder: Path) -> tuple[Path, float]:
     return path, truth.calibration.detector_pixel_mrad[0]
 
 
+def _preprocess_config(folder: Path, output: Path | str, extra: str = "") -> Path:
+    """``folder/pre.toml`` for the 16 × 16 scan.mib of :func:`_measured_file`."""
+    config = folder / "pre.toml"
+    config.write_text(
+        f"""
+output = "{output}"
+[input]
+path = "scan.mib"
+scan_shape = [16, 16]
+energy_ev = 300e3
+scan_step_ang = [{STEP_ANG[0]}, {STEP_ANG[1]}]
+semiangle_mrad = {SEMIANGLE_MRAD}
+{extra}"""
+    )
+    return config
+
+
 def test_example_config_validates() -> None:
     config = load_config(EXAMPLE, PreprocessConfig)
     assert config.input.scan_shape == (256, 256)
@@ -49,18 +66,7 @@ def test_example_config_validates() -> None:
 
 def test_preprocess_recovers_calibration_rotation_and_removes_descan(tmp_path: Path) -> None:
     mib, pixel_mrad = _measured_file(tmp_path)
-    config = tmp_path / "pre.toml"
-    config.write_text(
-        f"""
-output = "{tmp_path / "out.h5"}"
-[input]
-path = "scan.mib"
-scan_shape = [16, 16]
-energy_ev = 300e3
-scan_step_ang = [{STEP_ANG[0]}, {STEP_ANG[1]}]
-semiangle_mrad = {SEMIANGLE_MRAD}
-"""
-    )
+    config = _preprocess_config(tmp_path, tmp_path / "out.h5")
     result = CliRunner().invoke(main, ["preprocess", str(config)])
     assert result.exit_code == 0, result.output
     assert "scan rotation" in result.output
@@ -97,20 +103,8 @@ def test_preprocess_outputs_are_relative_to_the_config_file(
     folder = tmp_path / "session"
     folder.mkdir()
     _measured_file(folder)
-    config = folder / "pre.toml"
-    config.write_text(
-        f"""
-output = "calibrated/out.h5"
-[input]
-path = "scan.mib"
-scan_shape = [16, 16]
-energy_ev = 300e3
-scan_step_ang = [{STEP_ANG[0]}, {STEP_ANG[1]}]
-semiangle_mrad = {SEMIANGLE_MRAD}
-[steps]
-correct_descan = false
-find_scan_rotation = false
-"""
+    config = _preprocess_config(
+        folder, "calibrated/out.h5", "[steps]\ncorrect_descan = false\nfind_scan_rotation = false\n"
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -49,28 +49,58 @@ def _gradients(
     return out.detach(), [leaf.grad for leaf in leaves]  # type: ignore[misc]
 
 
+def _assert_same_values_and_gradients(
+    fast_fn: object,
+    slow_fn: object,
+    inputs: list[torch.Tensor],
+    weights: torch.Tensor,
+    names: tuple[str, ...],
+) -> None:
+    """float64 throughout: only rounding separates the two (|values| ~ 1 to 100)."""
+    fast, fast_grads = _gradients(fast_fn, inputs, weights)
+    slow, slow_grads = _gradients(slow_fn, inputs, weights)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
+    for name, a, b in zip(names, fast_grads, slow_grads, strict=True):
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+
+
 @pytest.mark.parametrize(
-    ("probe_batch", "patch_batch", "per_position_propagator", "modes"),
-    [(3, 3, False, 2), (3, 3, False, 1), (3, 3, True, 2), (3, 1, False, 2), (1, 3, True, 1)],
+    ("probe_batch", "patch_batch", "per_position_propagator", "modes", "substeps"),
+    [
+        (3, 3, False, 2, 1),
+        (3, 3, False, 1, 1),
+        (3, 3, True, 2, 1),
+        (3, 1, False, 2, 1),
+        (1, 3, True, 1, 1),
+        (3, 3, False, 2, 2),
+        (3, 3, True, 2, 3),
+    ],
 )
 def test_waves_and_gradients_equal_autograd_of_the_plain_loop(
-    probe_batch: int, patch_batch: int, per_position_propagator: bool, modes: int
+    probe_batch: int, patch_batch: int, per_position_propagator: bool, modes: int, substeps: int
 ) -> None:
+    """With substeps n > 1 the reference is the plain loop through every slice's principal
+    n-th root repeated n times (transmissions with phases inside ±2.5 rad: away from the
+    root's branch cut)."""
     generator = torch.Generator().manual_seed(1)
     batch, states, slices, ny, nx = 3, 2, 4, 6, 5
     probe = _complex(generator, probe_batch, modes, ny, nx)
-    patches = _complex(generator, patch_batch, states, slices, ny, nx)
+    make = _complex if substeps == 1 else _transmission
+    patches = make(generator, patch_batch, states, slices, ny, nx)
     shape = (batch, 1, 1, ny, nx) if per_position_propagator else (ny, nx)
     propagator = _complex(generator, *shape)
     weights = _complex(generator, batch, states, modes, ny, nx)
-    inputs = [probe, patches, propagator]
-    fast, fast_grads = _gradients(multislice_waves, inputs, weights)
-    slow, slow_grads = _gradients(_reference_waves, inputs, weights)
-    # float64 throughout: only rounding separates the two (|values| ~ 1 to 100)
-    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
-    for name, a, b in zip(("probe", "patches", "propagator"), fast_grads, slow_grads, strict=True):
-        assert a.shape == b.shape, name
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+
+    def fast_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return multislice_waves(p, o, q, substeps)
+
+    def slow_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return _reference_waves(p, o if substeps == 1 else _subdivided(o, substeps), q)
+
+    _assert_same_values_and_gradients(
+        fast_fn, slow_fn, [probe, patches, propagator], weights, ("probe", "patches", "propagator")
+    )
 
 
 def test_a_wrong_conjugate_would_be_caught() -> None:
@@ -129,36 +159,42 @@ def test_public_functions_use_the_fast_path_with_the_same_results() -> None:
 
 
 @pytest.mark.parametrize(
-    ("periodic", "states", "modes", "per_position_propagator"),
-    [(False, 1, 1, False), (False, 2, 2, True), (True, 2, 1, False)],
+    ("periodic", "states", "modes", "per_position_propagator", "substeps"),
+    [
+        (False, 1, 1, False, 1),
+        (False, 2, 2, True, 1),
+        (True, 2, 1, False, 1),
+        (False, 2, 1, False, 3),
+        (True, 2, 2, True, 2),
+    ],
 )
 def test_object_windows_equal_gather_then_multislice(
-    periodic: bool, states: int, modes: int, per_position_propagator: bool
+    periodic: bool, states: int, modes: int, per_position_propagator: bool, substeps: int
 ) -> None:
     """The slice-by-slice gather/scatter gives the values and gradients of
-    gather_windows followed by multislice_waves (both against autograd above)."""
+    gather_windows followed by multislice_waves (both against autograd above), with
+    and without sub-slicing."""
     generator = torch.Generator().manual_seed(6)
     window = (5, 6)
     corners = torch.tensor([[0, 0], [2, 3], [6, 7], [3, 3]])
     if periodic:
         corners = corners + torch.tensor([[0, 0], [0, 0], [4, 5], [-5, -6]])
-    obj = _complex(generator, states, 3, 11, 13)
+    obj = (_complex if substeps == 1 else _transmission)(generator, states, 3, 11, 13)
     probe = _complex(generator, 4, modes, *window)
     shape = (4, 1, 1, *window) if per_position_propagator else window
     propagator = _complex(generator, *shape)
     weights = _complex(generator, 4, states, modes, *window)
-    inputs = [probe, obj, propagator]
-    fast, fast_grads = _gradients(
-        lambda p, o, q: multislice_object_waves(p, o, corners, q, periodic), inputs, weights
+
+    def fast_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return multislice_object_waves(p, o, corners, q, periodic, substeps)
+
+    def slow_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        windows = _reference_windows(o, corners, window)
+        return _reference_waves(p, windows if substeps == 1 else _subdivided(windows, substeps), q)
+
+    _assert_same_values_and_gradients(
+        fast_fn, slow_fn, [probe, obj, propagator], weights, ("probe", "object", "propagator")
     )
-    slow, slow_grads = _gradients(
-        lambda p, o, q: _reference_waves(p, _reference_windows(o, corners, window), q),
-        inputs,
-        weights,
-    )
-    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
-    for name, a, b in zip(("probe", "object", "propagator"), fast_grads, slow_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
 
 
 def _transmission(generator: torch.Generator, *shape: int) -> torch.Tensor:
@@ -172,56 +208,6 @@ def _subdivided(patches: torch.Tensor, substeps: int) -> torch.Tensor:
     """Every slice of (B, S, L, ny, nx) as ``substeps`` planes of its principal root."""
     root = torch.polar(patches.abs() ** (1.0 / substeps), torch.angle(patches) / substeps)
     return root.repeat_interleave(substeps, dim=2)
-
-
-@pytest.mark.parametrize(("substeps", "per_position_propagator"), [(2, False), (3, True)])
-def test_sub_sliced_waves_and_gradients_equal_autograd_of_the_plain_loop(
-    substeps: int, per_position_propagator: bool
-) -> None:
-    generator = torch.Generator().manual_seed(3)
-    batch, states, slices, modes, ny, nx = 3, 2, 3, 2, 6, 5
-    probe = _complex(generator, batch, modes, ny, nx)
-    patches = _transmission(generator, batch, states, slices, ny, nx)
-    shape = (batch, 1, 1, ny, nx) if per_position_propagator else (ny, nx)
-    propagator = _complex(generator, *shape)
-    weights = _complex(generator, batch, states, modes, ny, nx)
-    inputs = [probe, patches, propagator]
-
-    def fast_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return multislice_waves(p, o, q, substeps)
-
-    def slow_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return _reference_waves(p, _subdivided(o, substeps), q)
-
-    fast, fast_grads = _gradients(fast_fn, inputs, weights)
-    slow, slow_grads = _gradients(slow_fn, inputs, weights)
-    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
-    for name, a, b in zip(("probe", "patches", "propagator"), fast_grads, slow_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
-
-
-@pytest.mark.parametrize("periodic", [False, True])
-def test_sub_sliced_object_waves_equal_gather_then_sub_sliced_multislice(periodic: bool) -> None:
-    generator = torch.Generator().manual_seed(4)
-    states, slices, modes, ny, nx, substeps = 2, 2, 1, 5, 4, 3
-    obj = _transmission(generator, states, slices, 11, 9)
-    corners = torch.tensor([[0, 0], [3, 2], [6, 5]] if not periodic else [[8, 7], [-2, 1], [4, 3]])
-    probe = _complex(generator, corners.shape[0], modes, ny, nx)
-    propagator = _complex(generator, ny, nx)
-    weights = _complex(generator, corners.shape[0], states, modes, ny, nx)
-
-    def fast_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return multislice_object_waves(p, o, corners, q, periodic, substeps)
-
-    def slow_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        windows = _reference_windows(o, corners, (ny, nx))
-        return _reference_waves(p, _subdivided(windows, substeps), q)
-
-    fast, fast_grads = _gradients(fast_fn, [probe, obj, propagator], weights)
-    slow, slow_grads = _gradients(slow_fn, [probe, obj, propagator], weights)
-    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
-    for name, a, b in zip(("probe", "object", "propagator"), fast_grads, slow_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
 
 
 def test_one_substep_is_the_plain_pass_and_bad_substeps_are_refused() -> None:
