@@ -31,7 +31,8 @@ import torch
 
 __all__ = ["gather_windows", "multislice_object_waves", "multislice_waves"]
 
-#: |O| below this is treated as this in the gradient of a sub-sliced slice's root.
+#: |O| below this is treated as this in a negative power of a transmission (the gradient
+#: of a sub-sliced slice's root).
 _SMALLEST_TRANSMISSION = 1e-6
 
 
@@ -210,10 +211,8 @@ class _SubslicedSource:
 
     def window(self, k: int) -> torch.Tensor:
         if k % self.substeps == 0:  # the first plane of a slice: one root per slice
-            window = self.inner.window(k // self.substeps)
-            magnitude = window.abs()
-            self._root = torch.polar(
-                magnitude.pow(1.0 / self.substeps), torch.angle(window) / self.substeps
+            self._root = _principal_power(
+                self.inner.window(k // self.substeps), 1.0 / self.substeps
             )
         assert self._root is not None
         return self._root
@@ -228,11 +227,9 @@ class _SubslicedSource:
         self._grad = conj_grad.clone() if self._grad is None else self._grad.add_(conj_grad)
         if k % self.substeps == 0:
             n = self.substeps
-            window = self.inner.window(k // n)
-            # 1/(n·r^(n−1)), with |O| kept off zero (a transmission is never near zero)
-            magnitude = window.abs().clamp_min(_SMALLEST_TRANSMISSION)
-            power = 1.0 / n - 1.0
-            factor = torch.polar(magnitude.pow(power) / n, torch.angle(window) * power)
+            # dr/dO = 1/(n·r^(n−1)) = O^(1/n − 1)/n; the slice is gathered again rather
+            # than kept from the forward pass (one window, against n planes of FFTs)
+            factor = _principal_power(self.inner.window(k // n), 1.0 / n - 1.0).div_(n)
             self.inner.add(k // n, self._grad.mul_(factor))
             self._grad = None
 
@@ -241,6 +238,15 @@ class _SubslicedSource:
 
 
 _Source = _PatchSource | _ObjectSource | _SubslicedSource
+
+
+def _principal_power(transmission: torch.Tensor, exponent: float) -> torch.Tensor:
+    """O^e on the principal branch, |O|^e·exp(i·e·arg O), with |O| kept off zero for
+    negative e (a transmission is never near zero)."""
+    magnitude = transmission.abs()
+    if exponent < 0:
+        magnitude = magnitude.clamp_min(_SMALLEST_TRANSMISSION)
+    return torch.polar(magnitude.pow(exponent), torch.angle(transmission) * exponent)
 
 
 def multislice_object_waves(
