@@ -109,6 +109,17 @@ def test_analyze_cli(tmp_path: Path) -> None:
     )
     assert mismatched.exit_code != 0
     assert "Traceback" not in mismatched.output
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("kind", ["columns", "resolution", "align"])
+def test_an_unreadable_result_leaves_no_folder_behind(kind: str, tmp_path: Path) -> None:
+    damaged = tmp_path / "rec.h5"
+    damaged.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
+    outcome = CliRunner().invoke(main, ["analyze", kind, str(damaged)])
+    assert outcome.exit_code != 0
+    assert "Traceback" not in outcome.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.h5"]
 
 
 def test_post_alignment_of_a_fixed_propagator_run_reveals_the_mistilt(tmp_path: Path) -> None:

@@ -72,6 +72,14 @@ class ResolutionReport:
     table: Path | None
 
 
+def _output_folder(out_dir: str | os.PathLike[str]) -> Path:
+    """Create the measurement folder; called only once the result has been read, so that
+    a file that cannot be read leaves no empty folder behind."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def link_into_report(folder: Path) -> None:
     """List the measurement files of ``folder`` in the reconstruction report beside it.
 
@@ -135,9 +143,8 @@ def analyze_columns(
     """
     if method not in ("gaussian", "com"):
         raise ValueError(f"method must be 'gaussian' or 'com', got {method!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     image = load_phase(result_path, state=state, slice_index=slice_index)
+    out = _output_folder(out_dir)
     phase = image.phase_rad
     peaks = find_peaks(
         phase,
@@ -227,22 +234,23 @@ def analyze_resolution(
 ) -> ResolutionReport:
     """Diffractogram and information limit of the summed phase (scanned area less a
     margin); FRC against ``other_path`` (same object grid, e.g. the other scan half)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     image = load_phase(result_path)
+    other = None if other_path is None else load_phase(other_path)
+    if other is not None and (
+        other.phase_rad.shape != image.phase_rad.shape or other.origin_ang != image.origin_ang
+    ):
+        raise ValueError(
+            "the two results must share the object grid (e.g. the even and odd halves of "
+            "one scan, data.scan_half)"
+        )
+    out = _output_folder(out_dir)
     crop = _crop(image, margin_ang)
     limit = information_limit(crop, image.pixel_size_ang)
     power, ky, kx = diffractogram(crop, image.pixel_size_ang)
     frc_value = None
     table = None
     curve = None
-    if other_path is not None:
-        other = load_phase(other_path)
-        if other.phase_rad.shape != image.phase_rad.shape or other.origin_ang != image.origin_ang:
-            raise ValueError(
-                "the two results must share the object grid (e.g. the even and odd halves of "
-                "one scan, data.scan_half)"
-            )
+    if other is not None:
         curve = fourier_ring_correlation(crop, _crop(other, margin_ang), image.pixel_size_ang)
         # The innermost rings hold a handful of pixels and the phase's low-frequency
         # ambiguity (offset, ramps) of ptychography: judge from rings of >= 32 pixels.
@@ -327,9 +335,8 @@ def analyze_alignment(
 
     from .alignment import align_slices, apparent_tilt_mrad
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     first = load_phase(result_path, state=state, slice_index=0)
+    out = _output_folder(out_dir)
     with open_untrusted_hdf5(result_path) as handle:
         slices = int(handle["object"].shape[1])
         thickness = float(handle.attrs.get("slice_thickness_ang", float("nan")))
