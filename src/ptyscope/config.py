@@ -263,6 +263,9 @@ class DataConfig(InputConfig):
     for anything not given)."""
 
     scan_rotation_deg: float | None = None
+    #: The scan is mirrored relative to the detector (its two steps exchanged before the
+    #: rotation); ``ptyscope preprocess`` finds it with the rotation. Omit to keep the file's.
+    scan_transpose: bool | None = None
     #: Reconstruct one interleaved half of the scan ((row + column) even or odd), e.g. two
     #: runs for Fourier ring correlation.
     scan_half: Literal["even", "odd"] | None = None

@@ -103,6 +103,21 @@ def test_detector_pixel_in_mrad_converts_with_the_wavelength(tmp_path: Path) -> 
     assert ds.calibration.scan_rotation_deg == 12.0
 
 
+def test_a_transposed_scan_is_set_from_the_reconstruction_config(tmp_path: Path) -> None:
+    from ptyscope.config import DataConfig
+
+    path = tmp_path / "d.npy"
+    np.save(path, np.zeros((2, 3, 4, 4), dtype=np.float32))
+    options = {"energy_ev": 300e3, "scan_step_ang": (0.4, 0.5), "detector_pixel_mrad": (1.0, 1.0)}
+    plain = read_4dstem(path, **DataConfig(path=path, **options).reader_options())
+    mirrored = DataConfig(path=path, scan_transpose=True, **options)
+    flipped = read_4dstem(path, **mirrored.reader_options())
+    assert not plain.calibration.scan_transpose and flipped.calibration.scan_transpose
+    # Scan index (i, j) moves by (i·0.4, j·0.5) Å along (y, x), transposed by (j·0.5, i·0.4).
+    assert plain.positions_ang()[1, 2] == pytest.approx((0.4, 1.0))
+    assert flipped.positions_ang()[1, 2] == pytest.approx((1.0, 0.4))
+
+
 # ----------------------------------------------------------------------------- NumPy
 def test_npy_round_trip_is_lazy_and_exact(tmp_path: Path) -> None:
     data = _counts((3, 4, 6, 5), 1000).astype(np.uint16)

@@ -211,12 +211,17 @@ def test_scan_positions_that_do_not_match_the_scan_are_refused() -> None:
     assert "got shape (4, 5, 2)" in line
 
 
-def test_a_step_override_that_explicit_positions_would_ignore_is_refused() -> None:
-    config, dataset = setup(data={"scan_step_ang": [0.5, 0.5]})
+@pytest.mark.parametrize(
+    ("key", "value"), [("scan_step_ang", [0.5, 0.5]), ("scan_transpose", True)]
+)
+def test_a_scan_override_that_explicit_positions_would_ignore_is_refused(
+    key: str, value: object
+) -> None:
+    config, dataset = setup(data={key: value})
     dataset.scan_positions_ang = dataset.positions_ang()  # the file records positions
-    line = line_with(failure(config, dataset), "data.scan_step_ang")
+    line = line_with(failure(config, dataset), f"data.{key}")
     assert "has no effect when the file records explicit scan positions" in line
-    assert line.endswith("got (0.5, 0.5)")
+    assert line.endswith(f"got {tuple(value) if isinstance(value, list) else value}")
 
 
 def test_config_scan_shape_that_does_not_match_the_data_is_refused() -> None:

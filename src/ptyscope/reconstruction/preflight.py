@@ -419,7 +419,7 @@ def _size_issues(config: ReconstructionConfig, dataset: Dataset4D) -> list[Issue
             )
         )
     if dataset.scan_positions_ang is not None:
-        for key in ("scan_step_ang", "scan_rotation_deg"):
+        for key in ("scan_step_ang", "scan_rotation_deg", "scan_transpose"):
             value = getattr(config.data, key)
             if value is not None:  # it would be silently ignored
                 issues.append(
