@@ -118,6 +118,26 @@ def test_run_shape_matches_the_object_prepare_builds() -> None:
     assert run_shape(config, dataset, processes=3).batch == 3  # ⌈7 / 3⌉ per process
 
 
+def test_a_plane_spacing_reaches_the_estimate_and_the_engine(tmp_path: Path) -> None:
+    """10 Å slices with planes at most 4 Å apart: 3 planes per slice, in the estimate and
+    in the propagator the engine builds (Δz / 3 per sub-step)."""
+    from ptyscope.reconstruction.run import build_run
+
+    write_case(tmp_path)
+    dataset = read_4dstem(tmp_path / "data.h5")
+    config = ReconstructionConfig.model_validate(
+        {
+            "data": {"path": str(tmp_path / "data.h5")},
+            "probe": {"defocus_ang": 60.0},
+            "object": {"slices": 2, "slice_thickness_ang": 10.0},
+            "propagator": {"plane_spacing_ang": 4.0},
+            "output": {"path": str(tmp_path / "r.h5")},
+        }
+    )
+    assert run_shape(config, dataset).planes == 6
+    assert build_run(config).setup.cache.substeps == 3
+
+
 def test_substeps_multiply_the_planes_of_the_measured_pass() -> None:
     """propagator.substeps = 3 makes each of 2 slices 3 planes: the pass is measured over
     6 planes, so the FFTs per position follow modes·(1 + states·(2·planes − 1))."""

@@ -146,6 +146,12 @@ def test_map_alignment_finds_a_uniform_drift_at_every_position() -> None:
         ("[propagator]\nalign_every = 0", "propagator.align_every"),
         ("[propagator]\nsubsteps = 0", "propagator.substeps"),
         ("[propagator]\nsubsteps = 2.5", "propagator.substeps"),
+        ("[propagator]\nsubsteps = 2\nplane_spacing_ang = 8.0", "not both"),
+        ("[propagator]\nplane_spacing_ang = 0.0", "propagator.plane_spacing_ang"),
+        (
+            "[propagator]\nplane_spacing_ang = 1.0\n[object]\nslice_thickness_ang = 20.0",
+            "gives 20 planes per slice of 20.0 Å; at most 16",
+        ),
     ],
 )
 def test_bad_propagator_settings_name_the_key(tmp_path: Path, section: str, message: str) -> None:
@@ -153,6 +159,23 @@ def test_bad_propagator_settings_name_the_key(tmp_path: Path, section: str, mess
     path.write_text(f'[data]\npath = "data.h5"\n{section}\n')
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_config(path, ReconstructionConfig)
+
+
+@pytest.mark.parametrize(("slices", "planes"), [(3, 4), (5, 2), (10, 1), (20, 1)])
+def test_a_plane_spacing_gives_every_slice_count_the_planes_it_needs(
+    slices: int, planes: int
+) -> None:
+    """82 Å in 3, 5, 10, 20 slices with planes at most 82/10 Å apart: a slice of exactly
+    two or one spacings gets 2 or 1 planes, whatever the rounding of Δz / spacing."""
+    config = ReconstructionConfig.model_validate(
+        {
+            "data": {"path": "data.h5"},
+            "object": {"slices": slices, "slice_thickness_ang": 21 * A / slices},
+            "propagator": {"plane_spacing_ang": 21 * A / 10},
+        }
+    )
+    assert config.propagator.planes_per_slice(config.object.slice_thickness_ang) == planes
+    assert config.propagator.substeps == 1
 
 
 def test_predict_with_substeps_is_the_pass_through_root_planes() -> None:

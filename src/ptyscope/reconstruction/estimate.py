@@ -263,7 +263,7 @@ def run_shape(config: ReconstructionConfig, dataset: Dataset4D, processes: int =
         fit_probe=config.probe.fit,
         fit_positions=config.positions.fit,
         processes=processes,
-        substeps=propagator.substeps,
+        substeps=propagator.planes_per_slice(config.object.slice_thickness_ang),
     )
 
 

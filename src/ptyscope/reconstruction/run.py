@@ -145,7 +145,7 @@ def build_run(
         seed=config.optimization.seed,
         probe_from=config.probe.init,
         scan_half=data.scan_half,
-        substeps=propagator.substeps,
+        substeps=propagator.planes_per_slice(config.object.slice_thickness_ang),
         state_phase_noise_rad=config.object.state_noise_rad,
         device=device,
     )
