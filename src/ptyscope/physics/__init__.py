@@ -15,6 +15,7 @@ from .grids import (
     spatial_frequencies,
 )
 from .multislice import (
+    detector_offset_ramp,
     extract_patches,
     far_field_intensity,
     fourier_shift,
@@ -37,6 +38,7 @@ __all__ = [
     "build_probe",
     "canonical_aberrations",
     "detector_grid",
+    "detector_offset_ramp",
     "extract_patches",
     "far_field_intensity",
     "fft_friendly_size",

@@ -36,6 +36,10 @@ class PropagatorCache:
     substeps:
         Planes per slice (:func:`ptyscope.physics.multislice.check_substeps`); the
         propagator is that of one sub-step, slice thickness / substeps.
+    exit_ramp:
+        Optional complex (ny, nx) ramp putting the model's patterns on the data's optical
+        axis when that lies a fraction of a pixel off the centre pixel
+        (:func:`ptyscope.physics.multislice.detector_offset_ramp`).
     """
 
     ky: torch.Tensor
@@ -43,6 +47,7 @@ class PropagatorCache:
     wavelength_ang: float
     band_limit: torch.Tensor | None = None
     substeps: int = 1
+    exit_ramp: torch.Tensor | None = None
     _cached: torch.Tensor | None = field(default=None, repr=False)
 
     def propagator(
@@ -87,5 +92,6 @@ def predict(
         propagator,
         params.weights(),
         substeps=cache.substeps,
+        exit_ramp=cache.exit_ramp,
     )
     return intensity * intensity_scale

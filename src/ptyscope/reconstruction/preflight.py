@@ -496,7 +496,8 @@ def _disk_issues(
                 "error",
                 centre_name,
                 f"must be ({ny // 2}, {nx // 2}) within 0.5 px (the optical axis must be at "
-                "the detector's centre pixel, det // 2, where the reconstruction puts it)",
+                "the detector's centre pixel, det // 2; the reconstruction models the "
+                "fraction of a pixel, not more)",
                 _pair((cy, cx)),
                 "run ptyscope preprocess (descan correction centres the patterns)",
             )

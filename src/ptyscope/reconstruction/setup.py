@@ -17,6 +17,7 @@ from ptyscope.data.dataset import Dataset4D
 from ptyscope.physics.aberrations import aberration_function
 from ptyscope.physics.constants import wavelength_ang
 from ptyscope.physics.grids import Grid
+from ptyscope.physics.multislice import detector_offset_ramp, fourier_shift
 from ptyscope.physics.probe import build_probe, orthogonal_modes, probe_from_fourier
 
 from .forward import PropagatorCache
@@ -26,6 +27,9 @@ __all__ = ["PADDING_PX", "ReconstructionSetup", "object_grid", "prepare", "scan_
 
 #: Object margin around the scanned area [px], room for position corrections.
 PADDING_PX = 8
+#: An optical axis closer than this to the centre pixel [px] is taken as on it (a beam
+#: tilt of 1e-3 px · dk · λ, a few µrad, is below anything a reconstruction resolves).
+AXIS_OFFSET_TOLERANCE_PX = 1e-3
 
 
 @dataclass
@@ -165,7 +169,13 @@ def prepare(
         np.asarray(dataset.to_memory().data, dtype=np.float32).reshape(-1, ny, nx)[keep]
     )
     ky, kx = Grid((ny, nx), pixel).frequencies(device=device)
-    cache = PropagatorCache(ky, kx, wavelength_ang(cal.energy_ev), substeps=substeps)
+    cache = PropagatorCache(
+        ky,
+        kx,
+        wavelength_ang(cal.energy_ev),
+        substeps=substeps,
+        exit_ramp=_exit_ramp(dataset, device),
+    )
     grid_shape = dataset.scan_shape if scan_half is None else None  # no compact tiles
     return ReconstructionSetup(params, measured, cache, pixel, origin, grid_shape)
 
@@ -210,6 +220,21 @@ def scan_half_mask(scan_shape: tuple[int, int], scan_half: str | None) -> np.nda
     return mask
 
 
+def _axis_offset_px(dataset: Dataset4D) -> tuple[float, float]:
+    """How far the optical axis lies from the centre pixel (det // 2) [px], (y, x)."""
+    ny, nx = dataset.detector_shape
+    cy, cx = dataset.detector_center_px
+    return float(cy - ny // 2), float(cx - nx // 2)
+
+
+def _exit_ramp(dataset: Dataset4D, device: torch.device) -> torch.Tensor | None:
+    """The forward model's detector-offset ramp; ``None`` when the axis is on a pixel."""
+    offset = _axis_offset_px(dataset)
+    if max(abs(offset[0]), abs(offset[1])) < AXIS_OFFSET_TOLERANCE_PX:
+        return None
+    return detector_offset_ramp(dataset.detector_shape, offset, device)
+
+
 def _probe_from_mean_pattern(
     dataset: Dataset4D, grid: Grid, defocus_ang: float, num_modes: int
 ) -> torch.Tensor:
@@ -219,7 +244,13 @@ def _probe_from_mean_pattern(
     lam = wavelength_ang(cal.energy_ev)
     ky, kx = grid.frequencies(dtype=torch.float64)
     inside = torch.sqrt(ky**2 + kx**2) * lam * 1e3 <= 1.1 * cal.semiangle_mrad
-    mean = torch.fft.ifftshift(torch.as_tensor(dataset.mean_pattern()))  # FFT order
+    mean = torch.as_tensor(dataset.mean_pattern(), dtype=torch.float64)
+    offset = _axis_offset_px(dataset)
+    if max(abs(offset[0]), abs(offset[1])) >= AXIS_OFFSET_TOLERANCE_PX:
+        # The model adds the offset in the far field (_exit_ramp): take it out here.
+        back = torch.tensor([-offset[0], -offset[1]], dtype=torch.float64)
+        mean = fourier_shift(mean.to(torch.complex128), back).real
+    mean = torch.fft.ifftshift(mean)  # FFT order
     amplitude = torch.sqrt(mean.clamp(min=0)) * inside
     chi = aberration_function(ky, kx, lam, {"defocus": defocus_ang})
     first = probe_from_fourier((amplitude * torch.exp(-1j * chi))[None]).to(torch.complex64)
