@@ -116,6 +116,15 @@ def test_run_shape_matches_the_object_prepare_builds() -> None:
     assert (shape.batch, shape.chunk, shape.updates, shape.chunks_per_update) == (7, 4, 3, 2)
     assert shape.stored_float32 and shape.stored_itemsize == 4
     assert run_shape(config, dataset, processes=3).batch == 3  # ⌈7 / 3⌉ per process
+    assert not shape.exit_ramp and setup.cache.exit_ramp is None
+    # An optical axis between pixels (binned data): the model gains the exit ramp, and
+    # so does the estimate.
+    binned = Calibration(
+        300e3, (0.5, 0.4), (0.1, 0.1), semiangle_mrad=20.0, detector_center_px=(11.67, 12.0)
+    )
+    off_axis = Dataset4D(data, binned)
+    assert run_shape(config, off_axis).exit_ramp
+    assert prepare(off_axis, num_slices=3, slice_thickness_ang=2.0).cache.exit_ramp is not None
 
 
 def test_a_plane_spacing_reaches_the_estimate_and_the_engine(tmp_path: Path) -> None:
@@ -165,7 +174,12 @@ def test_substeps_multiply_the_planes_of_the_measured_pass() -> None:
 
 
 def _measure_directly(
-    positions: int, window: tuple[int, int], slices: int, modes: int, states: int
+    positions: int,
+    window: tuple[int, int],
+    slices: int,
+    modes: int,
+    states: int,
+    exit_ramp: bool = False,
 ) -> activations._Pass:
     """The pass of ``positions`` measured at full size (no extrapolation, no scaling)."""
     return activations._measure(
@@ -178,6 +192,7 @@ def _measure_directly(
         tilt_map=False,
         propagator_trainable=False,
         gradients_exist=False,
+        exit_ramp=exit_ramp,
     )
 
 
@@ -201,6 +216,21 @@ def test_saved_activations_scale_linearly_and_extrapolate_exactly() -> None:
     assert chunk.peak(5, big) > big
     later = measure_chunk(window, slices, modes, states, gradients_exist=True)
     assert big < later.peak(5, big) <= chunk.peak(5, big)
+
+
+def test_the_exit_ramp_is_measured_with_the_pass() -> None:
+    """Data centred between pixels add one multiply of the exit waves: the estimate
+    follows it exactly and counts at least one more wave written per position."""
+    window, slices, modes, states = (20, 24), 3, 2, 2
+    plain = measure_chunk(window, slices, modes, states)
+    ramped = measure_chunk(window, slices, modes, states, exit_ramp=True)
+    direct = _measure_directly(5, window, slices, modes, states, exit_ramp=True)
+    peak = max(live + n * direct.object_bytes for live, n in direct.events)
+    assert ramped.saved(5) == direct.saved
+    assert ramped.peak(5, direct.object_bytes) == peak
+    assert ramped.written(5) == pytest.approx(direct.written)
+    wave = states * modes * window[0] * window[1] * 8
+    assert ramped.written_per_position - plain.written_per_position >= wave
 
 
 def test_a_large_window_is_measured_small_and_scaled() -> None:

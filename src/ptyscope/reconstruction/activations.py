@@ -35,6 +35,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ptyscope.physics.multislice import detector_offset_ramp
+
 from .forward import PropagatorCache, predict
 from .losses import get_loss
 from .parameters import PtychoParameters
@@ -197,6 +199,7 @@ def _tiny_problem(
     modes: int,
     states: int,
     tilt_map: bool,
+    exit_ramp: bool = False,
 ) -> tuple[PtychoParameters, PropagatorCache, torch.Tensor]:
     ny, nx = window
     generator = torch.Generator().manual_seed(0)
@@ -211,7 +214,9 @@ def _tiny_problem(
     params = PtychoParameters(obj, probe, positions, tilt, 2.0)
     ky = torch.fft.fftfreq(ny)[:, None].expand(ny, nx) * 2.0
     kx = torch.fft.fftfreq(nx)[None, :].expand(ny, nx) * 2.0
-    cache = PropagatorCache(ky.contiguous(), kx.contiguous(), _WAVELENGTH_ANG)
+    # Any fractional offset: the ramp's cost does not depend on its value.
+    ramp = detector_offset_ramp(window, (0.25, -0.25), "cpu") if exit_ramp else None
+    cache = PropagatorCache(ky.contiguous(), kx.contiguous(), _WAVELENGTH_ANG, exit_ramp=ramp)
     measured = torch.rand((batch, ny, nx), generator=generator)
     return params, cache, measured
 
@@ -231,16 +236,19 @@ def _measure(
     tilt_map: bool,
     propagator_trainable: bool,
     gradients_exist: bool,
+    exit_ramp: bool,
 ) -> _Pass:
     """What one chunk of ``batch`` positions saves, holds, transforms and writes."""
-    params, cache, measured = _tiny_problem(batch, window, slices, modes, states, tilt_map)
+    params, cache, measured = _tiny_problem(
+        batch, window, slices, modes, states, tilt_map, exit_ramp
+    )
     if gradients_exist:  # later chunks of a batch accumulate into existing gradients
         for parameter in params.parameters():
             parameter.grad = torch.zeros_like(parameter)
     if not propagator_trainable:
         cache.propagator(params, torch.arange(batch), False)  # cached before the pass
     existing: list[torch.Tensor | None] = [*params.parameters(), *params.buffers()]
-    existing += [measured, cache.ky, cache.kx, cache._cached]
+    existing += [measured, cache.ky, cache.kx, cache._cached, cache.exit_ramp]
     existing += [p.grad for p in params.parameters()]
     excluded = _pointers(existing)
     saved: dict[int, int] = {}
@@ -277,6 +285,7 @@ def measure_chunk(
     tilt_map: bool = False,
     propagator_trainable: bool = False,
     gradients_exist: bool = False,
+    exit_ramp: bool = False,
 ) -> ChunkMemory:
     """Measure a chunk's forward + backward on a tiny CPU problem (module docstring).
 
@@ -295,6 +304,9 @@ def measure_chunk(
     gradients_exist:
         The parameters' gradients exist before the pass (a chunk after the first of a
         batch): the object-sized gradient of the gather is added and freed.
+    exit_ramp:
+        The data's optical axis lies between pixels, so the exit waves are multiplied by
+        the detector-offset ramp (one more exit wave saved per position and mode).
 
     Returns
     -------
@@ -317,6 +329,7 @@ def measure_chunk(
         "tilt_map": tilt_map,
         "propagator_trainable": propagator_trainable,
         "gradients_exist": gradients_exist,
+        "exit_ramp": exit_ramp,
     }
     small, large = SIZES
     reduced = (min(window[0], MEASURED_WINDOW), min(window[1], MEASURED_WINDOW))
@@ -364,19 +377,25 @@ def time_chunk(
     *,
     positions: int = 1,
     repeats: int = 3,
+    exit_ramp: bool = False,
 ) -> float:
     """Wall seconds of one forward + backward pass of ``positions`` on ``device``.
 
     The tiny problem of :func:`measure_chunk`, its window cut to at most
     :data:`MEASURED_WINDOW` (the fastest of ``repeats`` after a warm-up): for one position
     mostly the fixed cost of a pass, the launch and dispatch of its operations, which a
-    chunk pays once whatever its size.
+    chunk pays once whatever its size. ``exit_ramp`` as in :func:`measure_chunk`.
     """
     device = torch.device(device)
     window = (min(window[0], MEASURED_WINDOW), min(window[1], MEASURED_WINDOW))
-    params, cache, measured = _tiny_problem(positions, window, slices, modes, states, False)
+    params, cache, measured = _tiny_problem(
+        positions, window, slices, modes, states, False, exit_ramp
+    )
     params = params.to(device)
-    cache = PropagatorCache(cache.ky.to(device), cache.kx.to(device), cache.wavelength_ang)
+    ramp = None if cache.exit_ramp is None else cache.exit_ramp.to(device)
+    cache = PropagatorCache(
+        cache.ky.to(device), cache.kx.to(device), cache.wavelength_ang, exit_ramp=ramp
+    )
     measured = measured.to(device)
     indices = torch.arange(positions, device=device)
     times = []

@@ -83,7 +83,7 @@ from ptyscope.data.checks import CHECK_BLOCK_BYTES
 from ptyscope.data.dataset import Dataset4D
 
 from .activations import ChunkMemory, measure_chunk, time_chunk
-from .setup import object_grid, scan_half_mask
+from .setup import axis_offset_px, object_grid, scan_half_mask
 
 __all__ = [
     "ELEMENTWISE_FACTOR",
@@ -178,6 +178,9 @@ class RunShape:
         Planes per slice of the forward model; the pass is measured as one over
         slices × substeps planes (the same FFTs; its saved windows are an upper bound, the
         planes of one slice share theirs).
+    exit_ramp:
+        The data's optical axis lies between pixels: the model multiplies its exit waves
+        by the detector-offset ramp.
     """
 
     patterns: int
@@ -198,6 +201,7 @@ class RunShape:
     fit_positions: bool = False
     processes: int = 1
     substeps: int = 1
+    exit_ramp: bool = False
 
     @property
     def planes(self) -> int:
@@ -264,6 +268,7 @@ def run_shape(config: ReconstructionConfig, dataset: Dataset4D, processes: int =
         fit_positions=config.positions.fit,
         processes=processes,
         substeps=propagator.planes_per_slice(config.object.slice_thickness_ang),
+        exit_ramp=axis_offset_px(dataset) is not None,
     )
 
 
@@ -566,6 +571,7 @@ def estimate_run(
         loss=shape.loss,
         tilt_map=shape.tilt_map,
         propagator_trainable=shape.propagator_trainable,
+        exit_ramp=shape.exit_ramp,
     )
     dynamo_loaded = "torch._dynamo" in sys.modules
     persistent, moments = memory_moments(shape, chunk, device, dynamo_loaded=dynamo_loaded)
@@ -584,7 +590,9 @@ def estimate_run(
         seconds_fft = _time_fft(shape.window, device, shape.chunk * states * shape.modes)
         wave = shape.chunk * states * shape.modes * shape.window[0] * shape.window[1] * 8
         seconds_byte = _time_copy(wave, device)  # the size the pass's operations write
-        seconds_chunk = time_chunk(shape.window, shape.planes, shape.modes, states, device)
+        seconds_chunk = time_chunk(
+            shape.window, shape.planes, shape.modes, states, device, exit_ramp=shape.exit_ramp
+        )
     return RunEstimate(
         device,
         shape,

@@ -23,7 +23,14 @@ from ptyscope.physics.probe import build_probe, orthogonal_modes, probe_from_fou
 from .forward import PropagatorCache
 from .parameters import PtychoParameters
 
-__all__ = ["PADDING_PX", "ReconstructionSetup", "object_grid", "prepare", "scan_half_mask"]
+__all__ = [
+    "PADDING_PX",
+    "ReconstructionSetup",
+    "axis_offset_px",
+    "object_grid",
+    "prepare",
+    "scan_half_mask",
+]
 
 #: Object margin around the scanned area [px], room for position corrections.
 PADDING_PX = 8
@@ -220,19 +227,21 @@ def scan_half_mask(scan_shape: tuple[int, int], scan_half: str | None) -> np.nda
     return mask
 
 
-def _axis_offset_px(dataset: Dataset4D) -> tuple[float, float]:
-    """How far the optical axis lies from the centre pixel (det // 2) [px], (y, x)."""
+def axis_offset_px(dataset: Dataset4D) -> tuple[float, float] | None:
+    """How far the optical axis lies from the centre pixel (det // 2) [px], (y, x);
+    ``None`` when it is on that pixel (within :data:`AXIS_OFFSET_TOLERANCE_PX`)."""
     ny, nx = dataset.detector_shape
     cy, cx = dataset.detector_center_px
-    return float(cy - ny // 2), float(cx - nx // 2)
+    offset = float(cy - ny // 2), float(cx - nx // 2)
+    if max(abs(offset[0]), abs(offset[1])) < AXIS_OFFSET_TOLERANCE_PX:
+        return None
+    return offset
 
 
 def _exit_ramp(dataset: Dataset4D, device: torch.device) -> torch.Tensor | None:
     """The forward model's detector-offset ramp; ``None`` when the axis is on a pixel."""
-    offset = _axis_offset_px(dataset)
-    if max(abs(offset[0]), abs(offset[1])) < AXIS_OFFSET_TOLERANCE_PX:
-        return None
-    return detector_offset_ramp(dataset.detector_shape, offset, device)
+    offset = axis_offset_px(dataset)
+    return None if offset is None else detector_offset_ramp(dataset.detector_shape, offset, device)
 
 
 def _probe_from_mean_pattern(
@@ -245,8 +254,8 @@ def _probe_from_mean_pattern(
     ky, kx = grid.frequencies(dtype=torch.float64)
     inside = torch.sqrt(ky**2 + kx**2) * lam * 1e3 <= 1.1 * cal.semiangle_mrad
     mean = torch.as_tensor(dataset.mean_pattern(), dtype=torch.float64)
-    offset = _axis_offset_px(dataset)
-    if max(abs(offset[0]), abs(offset[1])) >= AXIS_OFFSET_TOLERANCE_PX:
+    offset = axis_offset_px(dataset)
+    if offset is not None:
         # The model adds the offset in the far field (_exit_ramp): take it out here.
         back = torch.tensor([-offset[0], -offset[1]], dtype=torch.float64)
         mean = fourier_shift(mean.to(torch.complex128), back).real
