@@ -200,7 +200,10 @@ def _tiny_problem(
     states: int,
     tilt_map: bool,
     exit_ramp: bool = False,
+    device: torch.device | str = "cpu",
 ) -> tuple[PtychoParameters, PropagatorCache, torch.Tensor]:
+    """Random parameters, frequencies and data of a chunk, drawn on the CPU (the same
+    numbers on every device) and placed on ``device``."""
     ny, nx = window
     generator = torch.Generator().manual_seed(0)
     # Odd margins make the object's byte count differ from every activation's.
@@ -211,13 +214,13 @@ def _tiny_problem(
     centre = torch.tensor([big[0] / 2, big[1] / 2])
     positions = centre + 0.3 * torch.rand((batch, 2), generator=generator)
     tilt = torch.zeros((batch, 2) if tilt_map else (2,))
-    params = PtychoParameters(obj, probe, positions, tilt, 2.0)
-    ky = torch.fft.fftfreq(ny)[:, None].expand(ny, nx) * 2.0
-    kx = torch.fft.fftfreq(nx)[None, :].expand(ny, nx) * 2.0
+    params = PtychoParameters(obj, probe, positions, tilt, 2.0).to(device)
+    ky = (torch.fft.fftfreq(ny)[:, None].expand(ny, nx) * 2.0).contiguous().to(device)
+    kx = (torch.fft.fftfreq(nx)[None, :].expand(ny, nx) * 2.0).contiguous().to(device)
     # Any fractional offset: the ramp's cost does not depend on its value.
-    ramp = detector_offset_ramp(window, (0.25, -0.25), "cpu") if exit_ramp else None
-    cache = PropagatorCache(ky.contiguous(), kx.contiguous(), _WAVELENGTH_ANG, exit_ramp=ramp)
-    measured = torch.rand((batch, ny, nx), generator=generator)
+    ramp = detector_offset_ramp(window, (0.25, -0.25), device) if exit_ramp else None
+    cache = PropagatorCache(ky, kx, _WAVELENGTH_ANG, exit_ramp=ramp)
+    measured = torch.rand((batch, ny, nx), generator=generator).to(device)
     return params, cache, measured
 
 
@@ -389,14 +392,8 @@ def time_chunk(
     device = torch.device(device)
     window = (min(window[0], MEASURED_WINDOW), min(window[1], MEASURED_WINDOW))
     params, cache, measured = _tiny_problem(
-        positions, window, slices, modes, states, False, exit_ramp
+        positions, window, slices, modes, states, False, exit_ramp, device
     )
-    params = params.to(device)
-    ramp = None if cache.exit_ramp is None else cache.exit_ramp.to(device)
-    cache = PropagatorCache(
-        cache.ky.to(device), cache.kx.to(device), cache.wavelength_ang, exit_ramp=ramp
-    )
-    measured = measured.to(device)
     indices = torch.arange(positions, device=device)
     times = []
     for _ in range(repeats + 1):
