@@ -112,7 +112,7 @@ def ptyscope_run(
     slices: int | None = None,
     batch: int | None = 32,
     iterations: int = 5,
-    chunk: int = 64,
+    chunk: int | None = None,
     data: Path | None = None,
     device: str = "cpu",
 ) -> Any:
@@ -122,6 +122,7 @@ def ptyscope_run(
     iteration, amplitude loss, random mini-batches (``batch=None``: full batch), the
     probe-power and amplitude ≤ 1 constraints and the NaN guard; no position, tilt or
     thickness fitting; no checkpoints. ``slices`` other than 20 keep the total thickness.
+    ``chunk``: ``optimization.chunk_size`` (``None``: "auto", the default of a config).
     ``data``: another dataset of the same specimen (see :func:`variant`); ``device``: as
     ``optimization.device`` (``"cuda"`` for the GPU figures).
     """
@@ -140,7 +141,7 @@ def ptyscope_run(
             "optimization": {
                 "iterations": iterations,
                 "batch_size": "full" if batch is None else batch,
-                "chunk_size": chunk,
+                "chunk_size": "auto" if chunk is None else chunk,
                 "checkpoint_every": None,
                 "device": device,
             },

@@ -39,7 +39,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=None)
     parser.add_argument("--batch", default="32", help="patterns per update, or 'full'")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--chunk", type=int, default=64, help="patterns per forward/backward")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="patterns per forward/backward (default: auto)"
+    )
     parser.add_argument("--data", type=Path, default=None, help="another dataset (scaling)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()

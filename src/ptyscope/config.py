@@ -453,8 +453,10 @@ class OptimizationConfig(_Model):
     seed: int = 0
     #: Multiply every learning rate by this after each iteration (1 = constant).
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
-    #: Patterns per forward/backward chunk when accumulating a full-batch gradient.
-    chunk_size: Annotated[int, Field(ge=1)] = 64
+    #: Most patterns per forward/backward pass; a batch is split into equal chunks. "auto":
+    #: on the CPU, chunks whose waves fit the cores' caches (fastest there); 64 on a GPU
+    #: (``ptyscope.reconstruction.chunking``). Lower it when memory is short.
+    chunk_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     #: Iterations between checkpoints, or "never" (TOML has no null; stored as None). A
     #: checkpoint is also written at the end, on Ctrl-C and when a numerical failure stops
     #: the run.

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from ptyscope._faults import armed, fault_point
 from ptyscope.io.atomic import atomic_path
 
+from .chunking import auto_chunk_size, chunk_sizes
 from .constraints import Constraint
 from .distributed import DataParallel
 from .forward import PropagatorCache, predict
@@ -86,7 +87,9 @@ class EngineSettings:
     batching:
         ``"random"`` or ``"compact"`` (spatially contiguous tiles) mini-batches.
     chunk_size:
-        Patterns per forward/backward pass when accumulating a full-batch gradient.
+        Most patterns per forward/backward pass; each batch is split into equal chunks
+        (:func:`~ptyscope.reconstruction.chunking.chunk_sizes`). ``None``: the
+        :func:`~ptyscope.reconstruction.chunking.auto_chunk_size` of the run.
     loss, optimizer:
         Names from the registries (:data:`~ptyscope.reconstruction.losses.LOSSES`,
         :data:`OPTIMIZERS`).
@@ -121,7 +124,7 @@ class EngineSettings:
     iterations: int = 20
     batch_size: int | None = None
     batching: str = "random"
-    chunk_size: int = 64
+    chunk_size: int | None = None
     loss: str = "amplitude"
     optimizer: str = "adam"
     groups: dict[str, GroupSettings] = field(
@@ -289,6 +292,13 @@ class Engine:
             lr = group.lr * peak if name == "probe" else group.lr
             groups.append({"params": [params.group(name)], "lr": lr, "name": name})
         self.optimizer = OPTIMIZERS[settings.optimizer](groups)
+        #: Most patterns per forward/backward pass (``settings.chunk_size`` or "auto").
+        self.chunk_limit = settings.chunk_size or auto_chunk_size(
+            (int(params.probe.shape[-2]), int(params.probe.shape[-1])),
+            int(params.probe.shape[0]),
+            int(params.object.shape[0]),
+            params.object.device,
+        )
 
     # ------------------------------------------------------------------ batches
     def _order(self, iteration: int) -> list[torch.Tensor]:
@@ -323,7 +333,7 @@ class Engine:
         value = 0.0
         if len(indices) == 0:  # a process's share of a batch smaller than the world
             return value
-        for chunk in torch.split(indices, self.settings.chunk_size):
+        for chunk in torch.split(indices, chunk_sizes(len(indices), self.chunk_limit)):
             predicted = predict(
                 self.params,
                 chunk.to(device),

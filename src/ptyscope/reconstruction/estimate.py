@@ -14,14 +14,15 @@ terms:
 * **reading the data** (host): the array as stored, its float32 copy when stored
   otherwise, the float32 patterns kept, the initial object while it is built (its float32
   phases and the complex64 object) and the parameters;
-* **forward and backward of one chunk** (``chunk = min(optimization.chunk_size, patterns
-  per update)``): the persistent terms below, the gradients of the earlier chunks of the
-  update if there are several, and what the pass itself allocates. That last part is
-  measured, not written down: :mod:`~ptyscope.reconstruction.activations` runs the real
-  forward model and loss on a tiny problem of the same slices, modes and states (and the
-  window, cut to at most 24 × 24 px and scaled by its pixels) at 2 and 3 positions and
-  extrapolates linearly (exactly: every tensor of the pass but
-  the object-sized gradient scales with the positions), giving the tensors saved for
+* **forward and backward of one chunk** (the largest of the equal chunks a batch is
+  split into, :mod:`~ptyscope.reconstruction.chunking`): the persistent terms below, the
+  gradients of the earlier chunks of the update if there are several, and what the pass
+  itself allocates. That last part is measured, not written down:
+  :mod:`~ptyscope.reconstruction.activations` runs the real forward model and loss on a
+  tiny problem of the same slices, modes and states (and the window, cut to at most
+  24 × 24 px and scaled by its pixels) at 2 and 3 positions and extrapolates linearly
+  (exactly: every tensor of the pass but the object-sized gradient scales with the
+  positions), giving the tensors saved for
   backward and the largest set of tensors alive at once in the backward (gradients of the
   waves, FFT outputs, the object-sized gradient of the patch gather);
 * **the optimiser step**: the persistent terms, the gradients and the step's temporaries
@@ -83,6 +84,7 @@ from ptyscope.data.checks import CHECK_BLOCK_BYTES
 from ptyscope.data.dataset import Dataset4D
 
 from .activations import ChunkMemory, measure_chunk, time_chunk
+from .chunking import auto_chunk_size, chunk_sizes
 from .setup import axis_offset_px, object_grid, scan_half_mask
 
 __all__ = [
@@ -164,8 +166,8 @@ class RunShape:
     stored_itemsize, stored_float32:
         Bytes per detector pixel in the file, and whether it is stored as float32.
     batch, chunk, updates:
-        Patterns per update (this process's share), per forward/backward pass, and
-        updates per iteration.
+        Patterns per update (this process's share), in the largest forward/backward pass
+        (chunk) of an update, and updates per iteration.
     optimizer, loss:
         Names from the config.
     tilt_map, propagator_trainable:
@@ -231,10 +233,16 @@ class RunShape:
         return self.patterns * self.window[0] * self.window[1] * 4
 
 
-def run_shape(config: ReconstructionConfig, dataset: Dataset4D, processes: int = 1) -> RunShape:
+def run_shape(
+    config: ReconstructionConfig,
+    dataset: Dataset4D,
+    processes: int = 1,
+    device: torch.device | str = "cpu",
+) -> RunShape:
     """The sizes of the run ``config`` describes on ``dataset`` (read lazily, header only).
 
-    ``processes``: processes of a data-parallel run (each takes 1/processes of a batch).
+    ``processes``: processes of a data-parallel run (each takes 1/processes of a batch);
+    ``device``: where it runs (``chunk_size = "auto"`` depends on it).
     """
     if not isinstance(processes, int) or processes < 1:
         raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
@@ -248,6 +256,9 @@ def run_shape(config: ReconstructionConfig, dataset: Dataset4D, processes: int =
         batch = min(side * side, patterns)
     updates = 1 if opt.optimizer == "lbfgs" else math.ceil(patterns / batch)
     share = math.ceil(batch / processes)
+    limit = opt.chunk_size
+    if limit == "auto":
+        limit = auto_chunk_size(window, config.probe.modes, obj.states, device)
     return RunShape(
         patterns=patterns,
         scan_patterns=dataset.scan_shape[0] * dataset.scan_shape[1],
@@ -257,7 +268,7 @@ def run_shape(config: ReconstructionConfig, dataset: Dataset4D, processes: int =
         stored_itemsize=dataset.dtype.itemsize,
         stored_float32=dataset.dtype == np.float32,
         batch=share,
-        chunk=min(opt.chunk_size, share),
+        chunk=chunk_sizes(share, limit)[0],
         updates=updates,
         optimizer=opt.optimizer,
         loss=opt.loss,
@@ -561,7 +572,7 @@ def estimate_run(
         Every memory term, the peak, the FFTs per iteration and the predicted seconds.
     """
     device = torch.device(device)
-    shape = run_shape(config, dataset, processes)
+    shape = run_shape(config, dataset, processes, device)
     states = shape.object_shape[0]
     chunk = measure_chunk(
         shape.window,

@@ -185,7 +185,7 @@ def build_run(
         iterations=opt.iterations,
         batch_size=opt.batch_size,
         batching=opt.batching,
-        chunk_size=opt.chunk_size,
+        chunk_size=None if opt.chunk_size == "auto" else opt.chunk_size,
         loss=opt.loss,
         optimizer=opt.optimizer,
         groups=groups,
