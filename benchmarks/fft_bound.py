@@ -1,7 +1,8 @@
 """How close is an iteration to the FFT bound?
 
 A multislice iteration is bound by its FFTs. For B patterns, M probe modes, S object
-states and L slices the model needs, per pattern batch:
+states and L slices the model needs, per chunk of B patterns (a batch is split into the
+engine's chunks, ``ptyscope.reconstruction.chunking``):
 
     forward:   2(L−1)·B·S·M  (propagate: F, then F⁻¹ after the propagator)
                B·S·M         (far field)
@@ -32,21 +33,30 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from ptyscope.reconstruction.chunking import chunk_sizes
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import case_files, ptyscope_run
 
 
 def expected_transforms(
-    patterns: int, batch: int, modes: int, states: int, slices: int, fitted_propagator: bool
+    patterns: int,
+    batch: int,
+    chunk: int,
+    modes: int,
+    states: int,
+    slices: int,
+    fitted_propagator: bool,
 ) -> int:
-    """FFTs of one iteration by the formula in the module docstring."""
+    """FFTs of one iteration by the formula in the module docstring (``chunk``: the
+    engine's limit on patterns per pass)."""
     total = 0
     for start in range(0, patterns, batch):
-        b = min(batch, patterns - start)
-        waves = b * states * modes
-        multislice = 2 * (slices - 1) * waves
-        per_pass = multislice + waves + modes + b * modes
-        total += 2 * per_pass + ((slices - 1) * waves if fitted_propagator else 0)
+        for b in chunk_sizes(min(batch, patterns - start), chunk):
+            waves = b * states * modes
+            multislice = 2 * (slices - 1) * waves
+            per_pass = multislice + waves + modes + b * modes
+            total += 2 * per_pass + ((slices - 1) * waves if fitted_propagator else 0)
     return total
 
 
@@ -96,7 +106,13 @@ def measure(npz: Path, modes: int, iterations: int, batch: int) -> dict[str, flo
     params = engine.params
     transforms = sum(n * math.prod(shape[:-2]) for (_, shape), n in counts.items())
     formula = expected_transforms(
-        params.num_positions, batch, modes, params.num_states, params.num_slices, False
+        params.num_positions,
+        batch,
+        engine.chunk_limit,
+        modes,
+        params.num_states,
+        params.num_slices,
+        False,
     )
     bound = sum(
         n * math.prod(shape[:-2]) * seconds_per_transform(kind, shape)
