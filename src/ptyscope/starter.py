@@ -21,6 +21,7 @@ is written too and the reconstruction reads its output.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from ptyscope.data.scan_rotation import ScanRotationFit, find_scan_rotation_data
 from ptyscope.data.summary import CountStatistics, count_statistics
 from ptyscope.io.atomic import atomic_path
 from ptyscope.physics.constants import wavelength_ang
-from ptyscope.reconstruction.preflight import probe_diameter_ang
+from ptyscope.reconstruction.preflight import MAX_TILT_PLANE_SPACING_ANG, probe_diameter_ang
 
 __all__ = ["Starter", "inspect_for_reconstruction", "write_starter"]
 
@@ -46,6 +47,10 @@ TYPICAL_SEMIANGLE_MRAD = 25.0
 #: Slices per depth of field λ/α²: the depth resolution of multislice ptychography is of
 #: the order of λ/α², and a few slices per resolution element let the depth profile form.
 SLICES_PER_DEPTH_OF_FIELD = 3
+#: ``propagator.plane_spacing_ang`` of a config that fits the tilt with slices thicker than
+#: the preflight's limit: two planes per slice of up to 16 Å (on SrTiO3, 82 Å in 5 slices:
+#: |Δθ| <= 0.17 mrad, d_O-TiO < 1 pm up to 8 mrad; docs/adaptive_propagator.md).
+INIT_PLANE_SPACING_ANG = 8.5
 #: Below this dose [e/Å²] the Poisson likelihood is the better loss; above it the amplitude
 #: (Gaussian on √I) loss converges faster and more robustly at the default step sizes.
 LOW_DOSE_E_PER_ANG2 = 1e4
@@ -391,6 +396,14 @@ def reconstruction_text(
             'from the slices, so no guess is needed; "map" for a tilt per position',
         )
         writer.key("tilt_start", 15, "first alignment step")
+        if slice_ang > MAX_TILT_PLANE_SPACING_ANG:
+            planes = math.ceil(slice_ang / INIT_PLANE_SPACING_ANG - 1e-9)
+            writer.key(
+                "plane_spacing_ang",
+                INIT_PLANE_SPACING_ANG,
+                f"{planes} planes per slice show the tilt inside it ({planes}x the FFTs); "
+                "4 for the best tilt and d_O-TiO (docs/adaptive_propagator.md)",
+            )
     else:
         writer.key("fit_tilt", "off", "a tilt needs >= 2 slices")
     writer.key("tilt_x_mrad", 0.0, "starting tilt [mrad]")

@@ -14,6 +14,7 @@ from ptyscope.cli import main
 from ptyscope.data.formats.empad import write_empad_raw
 from ptyscope.data.formats.merlin import write_mib
 from ptyscope.physics.constants import wavelength_ang
+from ptyscope.reconstruction.preflight import MAX_TILT_PLANE_SPACING_ANG
 from ptyscope.simulation.specimens import SRTIO3_LATTICE_CONSTANT_ANG as A
 from ptyscope.simulation.specimens import srtio3_slab
 from ptyscope.simulation.stem4d import (
@@ -22,6 +23,7 @@ from ptyscope.simulation.stem4d import (
     SimulationResult,
     simulate_4dstem,
 )
+from ptyscope.starter import INIT_PLANE_SPACING_ANG
 
 ENERGY_EV = 300e3
 SEMIANGLE_MRAD = 22.0
@@ -93,6 +95,9 @@ def _check_measured(config: Path, simulation: SimulationResult) -> None:
     depth_of_field = wavelength_ang(ENERGY_EV) / (SEMIANGLE_MRAD * 1e-3) ** 2
     assert settings["object"]["slices"] == round(THICKNESS_ANG / (depth_of_field / 3))
     assert settings["propagator"]["fit_tilt"] == "global"
+    # slices of 15.7 Å: two planes each, so the preflight does not warn about the tilt
+    assert settings["object"]["slice_thickness_ang"] > MAX_TILT_PLANE_SPACING_ANG
+    assert settings["propagator"]["plane_spacing_ang"] == INIT_PLANE_SPACING_ANG
 
 
 def test_init_on_an_empad_file_writes_a_config_that_runs(

@@ -324,6 +324,29 @@ def test_unusual_values_are_warnings_not_errors() -> None:
     assert all(isinstance(issue, Issue) and issue.severity == "warning" for issue in issues)
 
 
+def test_a_fitted_tilt_with_thick_planes_is_warned_about_with_the_spacing_to_use() -> None:
+    def planes_warnings(**propagator: Any) -> list[str]:
+        config, dataset = setup(
+            probe={"defocus_ang": 20.0},
+            object={"slices": 5, "slice_thickness_ang": 16.4},
+            propagator=propagator,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PreflightWarning)
+            issues = check_reconstruction(config, dataset)
+        return [str(i) for i in issues if i.parameter == "propagator.plane_spacing_ang"]
+
+    (text,) = planes_warnings(fit_tilt="global")
+    assert text.startswith("propagator.plane_spacing_ang should keep the planes at most 9 Å")
+    assert "got 1 plane(s) 16.4 Å apart" in text
+    assert "set propagator.plane_spacing_ang = 4 (5 planes per slice" in text
+    (text,) = planes_warnings(fit_tilt="map", substeps=1)
+    # 2 planes 8.2 Å apart (the validated APP runs), the fixed propagator: no warning
+    assert planes_warnings(fit_tilt="global", substeps=2) == []
+    assert planes_warnings(fit_tilt="global", plane_spacing_ang=4.1) == []
+    assert planes_warnings(fit_tilt="off") == []
+
+
 def test_simulation_unit_traps_are_refused() -> None:
     config = SimulationConfig.model_validate(
         {

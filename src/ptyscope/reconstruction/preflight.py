@@ -27,6 +27,10 @@ detector side [px] and Δf the defocus (positive = underfocus, DESIGN.md).
   warning when slices × thickness exceeds 1000 Å (more than the ~100–150 nm inelastic
   mean free path at 200–300 kV).
 * Tilt: warning above 100 mrad (mistilts are a few mrad; beyond the paraxial regime).
+* Fitted tilt (``propagator.fit_tilt`` not "off") with the forward model's planes more
+  than 9 Å apart (slices × planes per slice, ``propagator.plane_spacing_ang``): warning;
+  one plane per thick slice shears the slices and biases the tilt
+  (docs/adaptive_propagator.md, "Sub-slicing").
 
 *Calibration consistent with the detector.*
 
@@ -108,6 +112,13 @@ MAX_DEPTH_ANG = 1000.0
 LARGE_STEP_ANG = 10.0
 SMALL_STEP_ANG = 0.05
 MAX_TILT_MRAD = 100.0
+#: Fitting the tilt with planes farther apart than this is warned about. SrTiO3, 82 Å in 5
+#: slices (docs/adaptive_propagator.md): planes 16.4 Å apart left |Δθ| up to 0.43 mrad and
+#: d_O-TiO 1.2–2.7 pm; 8.2 Å apart, |Δθ| <= 0.17 mrad and d_O-TiO < 1 pm up to 8 mrad.
+MAX_TILT_PLANE_SPACING_ANG = 9.0
+#: The plane spacing the warning suggests (four planes per 16.4 Å slice, same runs:
+#: |Δθ| <= 0.15 mrad and d_O-TiO < 1 pm up to 12 mrad).
+PLANE_SPACING_HINT_ANG = 4.0
 #: Airy disk diameter (to the first dark ring) in units of λ/α.
 AIRY_DIAMETER = 1.22
 DISK_RATIO_ERROR = 1.25
@@ -627,6 +638,22 @@ def _model_issues(config: ReconstructionConfig) -> list[Issue]:
         ("propagator.tilt_y_mrad", "propagator.tilt_x_mrad"),
         (propagator.tilt_y_mrad, propagator.tilt_x_mrad),
     )
+    planes = propagator.planes_per_slice(obj.slice_thickness_ang)
+    spacing = obj.slice_thickness_ang / planes
+    if propagator.fit_tilt != "off" and obj.slices > 1 and spacing > MAX_TILT_PLANE_SPACING_ANG:
+        issues.append(
+            Issue(
+                "warning",
+                "propagator.plane_spacing_ang",
+                f"should keep the planes at most {MAX_TILT_PLANE_SPACING_ANG:g} Å apart when "
+                "the tilt is fitted (a tilted column moves inside a thick slice and one "
+                "plane cannot show it: the slices come out sheared, the tilt high)",
+                f"{planes} plane(s) {_g(spacing)} Å apart",
+                f"set propagator.plane_spacing_ang = {PLANE_SPACING_HINT_ANG:g} "
+                f"({math.ceil(obj.slice_thickness_ang / PLANE_SPACING_HINT_ANG - 1e-9)} planes "
+                "per slice, as many times the multislice FFTs)",
+            )
+        )
     return issues
 
 
