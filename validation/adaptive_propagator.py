@@ -12,7 +12,9 @@ data from ptyscope's simulator (300 kV, 22 mrad, 60 Å underfocus, 82 Å = 21 ce
 3. tilt maps (Figs. 6-7): two domains at ±6 mrad and a linear ramp 2 → 10 mrad along x;
 4. noise: selected cases again at 1e5 e/Å².
 
-``--only steep`` runs the sweep's 15 mrad case (at 30° from x) alone. ``--substeps N``
+``--field-steps N`` scans N × N positions instead of 40 × 40 (60: 27 Å on 10 cells, so
+d_Sr-TiO and d_O-TiO average 2.25 times the columns). ``--only steep`` runs the sweep's
+15 mrad case (at 30° from x) alone. ``--substeps N``
 gives APP N planes per slice (``propagator.substeps``; FPP stays Sha et al.'s one plane
 per slice), ``--plane-spacing D`` planes at most D Å apart whatever the slice count
 (``propagator.plane_spacing_ang``), and ``--no-fpp`` skips the FPP runs (their figures do
@@ -56,6 +58,14 @@ SCAN = ScanSettings((40, 40), (0.45, 0.45), origin_ang=(4.0, 4.0))
 CELLS = (7, 7)
 
 
+def field(steps: int) -> tuple[ScanSettings, tuple[int, int]]:
+    """The sweep's scan with ``steps`` × ``steps`` positions (``--field-steps``) and the
+    cells of a periodic slab that hold it and the probe window (40 steps: 18 Å on 7 cells)."""
+    scan = ScanSettings((steps, steps), (0.45, 0.45), origin_ang=(4.0, 4.0))
+    cells = math.ceil((4.0 + steps * 0.45 + 5.0) / A)
+    return scan, (cells, cells)
+
+
 #: Simulate with abTEM instead of ptyscope's simulator (``--abtem``; needs ptyscope[sim]).
 ABTEM = False
 #: abTEM's probe window is the whole cell (27 Å for 7 cells); binning the detector by 3
@@ -63,7 +73,8 @@ ABTEM = False
 ABTEM_BINNING = 3
 
 
-def simulate(tilt: tuple[float, float] | np.ndarray, dose: float, scan: ScanSettings, cells=CELLS):
+def simulate(tilt: tuple[float, float] | np.ndarray, dose: float, scan: ScanSettings, cells=None):
+    cells = CELLS if cells is None else cells
     if ABTEM:
         return simulate_abtem(tilt, dose, scan, cells)
     return simulate_4dstem(
@@ -350,8 +361,12 @@ def main() -> None:
     parser.add_argument(
         "--abtem", action="store_true", help="simulate with abTEM (ptyscope[sim]; no maps)"
     )
+    parser.add_argument(
+        "--field-steps", type=int, default=40, help="scan positions per side (all but the maps)"
+    )
     args = parser.parse_args()
-    global SUBSTEPS, PLANE_SPACING, RUN_FPP, ABTEM
+    global SUBSTEPS, PLANE_SPACING, RUN_FPP, ABTEM, SCAN, CELLS
+    SCAN, CELLS = field(args.field_steps)
     SUBSTEPS, PLANE_SPACING, RUN_FPP = args.substeps, args.plane_spacing, not args.no_fpp
     ABTEM = args.abtem
     planes = (
