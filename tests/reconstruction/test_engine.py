@@ -149,6 +149,11 @@ def test_chunked_full_batch_gradient_equals_one_pass() -> None:
     torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-4, atol=1e-7)
 
 
+def test_a_chunk_size_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"chunk_size must be >= 1 or None \(auto\), got 0"):
+        _small_engine(chunk_size=0)
+
+
 def test_lbfgs_and_adam_both_reduce_the_loss() -> None:
     for optimizer in ("lbfgs", "adam"):
         engine = _small_engine(optimizer=optimizer, iterations=3)

@@ -292,13 +292,18 @@ class Engine:
             lr = group.lr * peak if name == "probe" else group.lr
             groups.append({"params": [params.group(name)], "lr": lr, "name": name})
         self.optimizer = OPTIMIZERS[settings.optimizer](groups)
+        limit = settings.chunk_size
+        if limit is None:
+            limit = auto_chunk_size(
+                (int(params.probe.shape[-2]), int(params.probe.shape[-1])),
+                int(params.probe.shape[0]),
+                int(params.object.shape[0]),
+                params.object.device,
+            )
+        elif limit < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None (auto), got {limit!r}")
         #: Most patterns per forward/backward pass (``settings.chunk_size`` or "auto").
-        self.chunk_limit = settings.chunk_size or auto_chunk_size(
-            (int(params.probe.shape[-2]), int(params.probe.shape[-1])),
-            int(params.probe.shape[0]),
-            int(params.object.shape[0]),
-            params.object.device,
-        )
+        self.chunk_limit: int = limit
 
     # ------------------------------------------------------------------ batches
     def _order(self, iteration: int) -> list[torch.Tensor]:
