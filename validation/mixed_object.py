@@ -141,7 +141,7 @@ def reconstruct(
     def config(name: str, **sections: dict[str, object]) -> ReconstructionConfig:
         raw: dict[str, dict[str, object]] = {
             "data": {"path": str(data)},
-            "probe": {"defocus_ang": 40.0, "start": 1, "modes": modes},
+            "probe": {"defocus_ang": 40.0, "start": 1, "modes": modes, "hold_defocus": True},
             "object": {"slices": LAYERS, "slice_thickness_ang": C},
             "optimization": {"iterations": 60, "batch_size": None, "checkpoint_every": 50},
             "output": {"path": str(root / f"{case}_{name}.h5")},

@@ -286,6 +286,11 @@ class ReconProbeConfig(_Model):
     start: Annotated[int, Field(ge=0)] = 5
     #: Step size relative to the probe's initial peak amplitude.
     lr: PositiveFloat = 3e-3
+    #: Keep the fitted probe's defocus at its starting value (the other aberrations stay
+    #: free). The probe's focus and the object's depth trade off, so a fitted probe can
+    #: drift in defocus; in stage 1 of the mixed-object preset the drift drained the
+    #: object states' variance in stage 2 (docs/mixed_object.md).
+    hold_defocus: bool = False
 
 
 class ObjectConfig(_Model):

@@ -18,6 +18,7 @@ __all__ = [
     "BandLimit",
     "Constraint",
     "PositionLimit",
+    "ProbeDefocusHold",
     "ProbeOrthogonalization",
     "ProbePower",
     "Schedule",
@@ -78,6 +79,84 @@ class ProbePower(Constraint):
             self.power = current
         if current > 0:
             params.probe.data.mul_((self.power / current) ** 0.5)
+
+
+@dataclass
+class ProbeDefocusHold(Constraint):
+    """Keep the probe's defocus where it started: remove the k² part of its phase change.
+
+    The probe's defocus and the depth of a multislice object trade off: moving the probe's
+    focus by δ and the specimen by δ along the beam leaves the data unchanged, so a fitted
+    probe can drift in defocus while the object follows it (4 Å in 60 iterations of stage 1
+    of the mixed-object preset, docs/mixed_object.md). Holding the defocus at its starting
+    value fixes that freedom; the other aberrations stay free.
+
+    After each update the Fourier-space phase change φ(k) = arg(ψ̃₀*(k)·ψ̃(k)) of the
+    strongest mode against ``reference_k`` (the starting mode 0, ``fft2(ifftshift(ψ))``)
+    is fitted, through its gradient so that a change of many radians does not wrap, by
+    shifts (k_y, k_x), defocus |k|² and two-fold astigmatism (k_x² − k_y², 2k_xk_y),
+    weighted by |ψ̃₀||ψ̃| inside the bright-field disk. Every mode is then multiplied by
+    exp(−i·c·|k|²) with c the fitted defocus coefficient. The defocus is the best-fitting
+    one over the disk, so the focus shift that a change of higher even orders (spherical
+    aberration) brings with it is held too: a k⁴ term in the fit would let the probe move
+    its focus through that term.
+
+    ``pixel_size_ang``: (dy, dx) of the probe window [Å].
+    """
+
+    reference_k: torch.Tensor | None = None
+    pixel_size_ang: tuple[float, float] = (1.0, 1.0)
+
+    def apply(self, params: PtychoParameters, iteration: int) -> None:
+        probe = params.probe.data
+        modes_k = torch.fft.fft2(torch.fft.ifftshift(probe, dim=(-2, -1)))
+        if self.reference_k is None:
+            self.reference_k = modes_k[0].clone()
+            return
+        ky, kx = _frequencies_ang(probe.shape[-2:], self.pixel_size_ang, probe.device)
+        reference = self.reference_k.to(probe.device)
+        ratio = (modes_k[0] * reference.conj()).to(torch.complex128)
+        level = 0.1 * float(reference.abs().max())
+        inside = (reference.abs() > level) & (modes_k[0].abs() > 0.1 * level)
+        terms = torch.stack((ky, kx, ky**2 + kx**2, kx**2 - ky**2, 2 * kx * ky))
+        # First through the phase steps between neighbouring pixels, which do not wrap
+        # while the phase changes by less than π per pixel; then directly on what is left
+        # (small, so unwrapped): the defocus is the weighted least-squares one.
+        rows, values, weights = [], [], []
+        for dim in (-2, -1):
+            step = torch.angle(torch.roll(ratio, -1, dim) * ratio.conj())
+            keep = inside & torch.roll(inside, -1, dim)
+            # No step across the FFT grid's jump from the highest k to the lowest.
+            keep.select(dim, (probe.shape[dim] - 1) // 2).fill_(False)
+            rows.append((torch.roll(terms, -1, dim) - terms)[:, keep].T)
+            values.append(step[keep])
+            weights.append((ratio.abs() * torch.roll(ratio.abs(), -1, dim))[keep].sqrt())
+        design, target, weight = torch.cat(rows), torch.cat(values), torch.cat(weights)
+        if design.shape[0] < 2 * design.shape[1]:
+            return
+        coarse = torch.linalg.lstsq(design * weight[:, None], target * weight).solution
+        model = (coarse @ terms.flatten(1)).view_as(ky)
+        left = torch.angle(ratio * torch.polar(torch.ones_like(ky), -model))
+        direct = torch.cat((torch.ones_like(ky)[None], terms))[:, inside].T
+        weight = ratio.abs()[inside].sqrt()
+        fine = torch.linalg.lstsq(direct * weight[:, None], left[inside] * weight).solution
+        defocus_k2 = float(coarse[2] + fine[3])
+        correction = torch.polar(
+            torch.ones_like(ky, dtype=probe.real.dtype),
+            (-defocus_k2 * (ky**2 + kx**2)).to(probe.real.dtype),
+        )
+        held = torch.fft.fftshift(torch.fft.ifft2(modes_k * correction), dim=(-2, -1))
+        probe.copy_(held)
+
+
+def _frequencies_ang(
+    shape: tuple[int, ...], pixel_size_ang: tuple[float, float], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(k_y, k_x) [1/Å] of an unshifted FFT grid, each of ``shape``, in float64."""
+    ny, nx = int(shape[0]), int(shape[1])
+    ky = torch.fft.fftfreq(ny, d=pixel_size_ang[0], device=device, dtype=torch.float64)
+    kx = torch.fft.fftfreq(nx, d=pixel_size_ang[1], device=device, dtype=torch.float64)
+    return ky[:, None].expand(ny, nx), kx[None, :].expand(ny, nx)
 
 
 @dataclass

@@ -42,6 +42,7 @@ from .constraints import (
     AmplitudeLimit,
     Constraint,
     PositionLimit,
+    ProbeDefocusHold,
     ProbePower,
     Schedule,
     StateLowPass,
@@ -157,6 +158,15 @@ def build_run(
         seed=config.optimization.seed,
     )
     constraints: list[Constraint] = [ProbePower()]
+    if config.probe.fit and config.probe.hold_defocus:
+        start = setup.params.probe.detach()[0]
+        constraints.append(
+            ProbeDefocusHold(
+                Schedule(start=config.probe.start),
+                reference_k=torch.fft.fft2(torch.fft.ifftshift(start)).clone(),
+                pixel_size_ang=setup.pixel_size_ang,
+            )
+        )
     if config.object.amplitude_limit:
         constraints.append(AmplitudeLimit())
     positions = config.positions
