@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ptyscope.physics.grids import spatial_frequencies
+
 from .parameters import PtychoParameters
 
 __all__ = [
@@ -107,13 +109,25 @@ class ProbeDefocusHold(Constraint):
     reference_k: torch.Tensor | None = None
     pixel_size_ang: tuple[float, float] = (1.0, 1.0)
 
+    @classmethod
+    def from_probe(
+        cls, probe: torch.Tensor, pixel_size_ang: tuple[float, float], schedule: Schedule
+    ) -> ProbeDefocusHold:
+        """Hold the defocus of ``probe`` (complex (modes, ny, nx), the starting probe)."""
+        return cls(schedule, _spectrum(probe.detach())[0].clone(), pixel_size_ang)
+
     def apply(self, params: PtychoParameters, iteration: int) -> None:
         probe = params.probe.data
-        modes_k = torch.fft.fft2(torch.fft.ifftshift(probe, dim=(-2, -1)))
-        if self.reference_k is None:
+        modes_k = _spectrum(probe)
+        if self.reference_k is None:  # built without one: hold the first probe it sees
             self.reference_k = modes_k[0].clone()
             return
-        ky, kx = _frequencies_ang(probe.shape[-2:], self.pixel_size_ang, probe.device)
+        ky, kx = spatial_frequencies(
+            (probe.shape[-2], probe.shape[-1]),
+            self.pixel_size_ang,
+            device=probe.device,
+            dtype=torch.float64,
+        )
         reference = self.reference_k.to(probe.device)
         ratio = (modes_k[0] * reference.conj()).to(torch.complex128)
         level = 0.1 * float(reference.abs().max())
@@ -149,14 +163,10 @@ class ProbeDefocusHold(Constraint):
         probe.copy_(held)
 
 
-def _frequencies_ang(
-    shape: tuple[int, ...], pixel_size_ang: tuple[float, float], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(k_y, k_x) [1/Å] of an unshifted FFT grid, each of ``shape``, in float64."""
-    ny, nx = int(shape[0]), int(shape[1])
-    ky = torch.fft.fftfreq(ny, d=pixel_size_ang[0], device=device, dtype=torch.float64)
-    kx = torch.fft.fftfreq(nx, d=pixel_size_ang[1], device=device, dtype=torch.float64)
-    return ky[:, None].expand(ny, nx), kx[None, :].expand(ny, nx)
+def _spectrum(probe: torch.Tensor) -> torch.Tensor:
+    """Unshifted Fourier transform of centred real-space probe modes (..., ny, nx)."""
+    spectrum: torch.Tensor = torch.fft.fft2(torch.fft.ifftshift(probe, dim=(-2, -1)))
+    return spectrum
 
 
 @dataclass

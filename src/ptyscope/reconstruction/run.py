@@ -159,12 +159,9 @@ def build_run(
     )
     constraints: list[Constraint] = [ProbePower()]
     if config.probe.fit and config.probe.hold_defocus:
-        start = setup.params.probe.detach()[0]
         constraints.append(
-            ProbeDefocusHold(
-                Schedule(start=config.probe.start),
-                reference_k=torch.fft.fft2(torch.fft.ifftshift(start)).clone(),
-                pixel_size_ang=setup.pixel_size_ang,
+            ProbeDefocusHold.from_probe(
+                setup.params.probe, setup.pixel_size_ang, Schedule(start=config.probe.start)
             )
         )
     if config.object.amplitude_limit:
