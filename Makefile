@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: setup demo test test-all lint typecheck docs clean
 
 $(STAMP): pyproject.toml tools/setup_env.sh
-	bash tools/setup_env.sh $(VENV) dev
+	bash tools/setup_env.sh $(VENV) dev,fft
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -10,14 +10,16 @@ engine's chunks, ``ptyscope.reconstruction.chunking``):
     backward:  the same again (the adjoint of every transform in the chain)
                + (L−1)·B·S·M when the propagator (tilt, thickness) is fitted
 
-This script counts the transforms an iteration actually performs (from the PyTorch
-profiler: the batch of every FFT call), checks them against that formula, times a batched
-FFT of each shape it saw in a tight loop (the fastest this machine does that transform),
-and reports the bound (count × time per transform) as a fraction of the measured
-iteration time.
+This script counts the transforms an iteration actually performs (``torch.fft``'s from
+the PyTorch profiler, FFTW's from ``ptyscope.physics.fft_backend.fftw_log``: the batch of
+every FFT call), checks them against that formula, times a batched FFT of each shape it
+saw in a tight loop with the library that did it (the fastest this machine does that
+transform), and reports the bound (count × time per transform) as a fraction of the
+measured iteration time.
 
     python benchmarks/fft_bound.py                    # the PtyRAD case, 1 and 4 modes
     python benchmarks/fft_bound.py --modes 1 --threads 2 --iterations 5
+    PTYSCOPE_FFT=fftw PTYSCOPE_FFTW_PLANNER=patient python benchmarks/fft_bound.py  # FFTW
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from ptyscope.physics import fft_backend
 from ptyscope.reconstruction.chunking import chunk_sizes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,11 +63,18 @@ def expected_transforms(
     return total
 
 
-def profiled_transforms(step: object) -> tuple[Counter[tuple[str, tuple[int, ...]]], float]:
-    """(transforms per (kind, shape), seconds of FFT inside) of one call of ``step``."""
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+#: (library "torch" or "fftw", direction "F" or "F⁻¹", shape of the batched call)
+Call = tuple[str, str, tuple[int, ...]]
+
+
+def profiled_transforms(step: object) -> tuple[Counter[Call], float]:
+    """(transforms per call kind, seconds of FFT inside) of one call of ``step``."""
+    with (
+        profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof,
+        fft_backend.fftw_log() as (fftw_counts, fftw_seconds),
+    ):
         step()  # type: ignore[operator]
-    counts: Counter[tuple[str, tuple[int, ...]]] = Counter()
+    counts: Counter[Call] = Counter()
     inside = 0.0
     for event in prof.events():
         if event.name != "aten::_fft_c2c":
@@ -72,15 +82,28 @@ def profiled_transforms(step: object) -> tuple[Counter[tuple[str, tuple[int, ...
         shape = tuple(event.input_shapes[0])
         # _fft_c2c(self, dim, normalization, forward): the 4th argument says which way
         forward = bool(event.concrete_inputs[3]) if event.concrete_inputs else True
-        counts[("F" if forward else "F⁻¹", shape)] += 1
+        counts[("torch", "F" if forward else "F⁻¹", shape)] += 1
         inside += event.self_cpu_time_total / 1e6
-    return counts, inside
+    for (kind, shape), n in fftw_counts.items():
+        counts[("fftw", kind, shape)] += n
+    return counts, inside + fftw_seconds[0]
 
 
-def seconds_per_transform(kind: str, shape: tuple[int, ...], repeats: int = 7) -> float:
-    """Median time of one (ny, nx) transform within a batched call of ``shape``."""
+def seconds_per_transform(
+    library: str, kind: str, shape: tuple[int, ...], repeats: int = 7
+) -> float:
+    """Median time of one (ny, nx) transform within a batched call of ``shape``, by the
+    library the iteration used for it."""
     x = torch.randn(shape, dtype=torch.complex64)
-    function = torch.fft.fft2 if kind == "F" else torch.fft.ifft2
+    out = torch.empty_like(x)
+    if library == "fftw":
+        transform = fft_backend.fft2 if kind == "F" else fft_backend.ifft2
+    else:
+        transform = torch.fft.fft2 if kind == "F" else torch.fft.ifft2
+
+    def function(x: torch.Tensor) -> None:
+        transform(x, out=out)
+
     function(x)
     calls = max(1, int(2e7 // max(1, x.numel())))  # ~0.1 s per sample
     samples = []
@@ -104,7 +127,7 @@ def measure(npz: Path, modes: int, iterations: int, batch: int) -> dict[str, flo
         times.append(time.perf_counter() - start)
     counts, inside = profiled_transforms(engine.guarded_step)
     params = engine.params
-    transforms = sum(n * math.prod(shape[:-2]) for (_, shape), n in counts.items())
+    transforms = sum(n * math.prod(shape[:-2]) for (_, _, shape), n in counts.items())
     formula = expected_transforms(
         params.num_positions,
         batch,
@@ -115,8 +138,8 @@ def measure(npz: Path, modes: int, iterations: int, batch: int) -> dict[str, flo
         False,
     )
     bound = sum(
-        n * math.prod(shape[:-2]) * seconds_per_transform(kind, shape)
-        for (kind, shape), n in counts.items()
+        n * math.prod(shape[:-2]) * seconds_per_transform(library, kind, shape)
+        for (library, kind, shape), n in counts.items()
     )
     iteration = statistics.median(times)
     return {
@@ -142,7 +165,9 @@ def main() -> None:
     _, npz = case_files()
     print(
         f"PtyRAD case: 256 patterns of 98×98, 20 slices, batch {args.batch}, Adam; "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"FFTs of the multislice: {fft_backend.BACKEND}"
+        + (f" ({fft_backend.PLANNER})" if fft_backend.BACKEND == "fftw" else "")
     )
     print(
         f"{'modes':>5} {'FFTs/it':>9} {'formula':>9} {'bound [s]':>10} "

@@ -40,12 +40,13 @@ def test_a_batch_is_split_into_the_fewest_equal_chunks_within_the_limit() -> Non
 
 def test_auto_chunks_hold_a_fixed_wave_per_cpu_thread() -> None:
     # the PtyRAD case of issue 10 (98 × 98 windows) on 2 threads: 4 modes in chunks of
-    # 10 patterns (40 waves, 3 MiB), 1 mode in chunks of 40
-    assert CPU_WAVE_BYTES_PER_THREAD * 2 // (98 * 98 * 8) == 40
-    assert auto_chunk_size((98, 98), 4, 1, "cpu", threads=2) == 10
-    assert auto_chunk_size((98, 98), 1, 1, "cpu", threads=2) == 40
-    assert auto_chunk_size((98, 98), 2, 2, "cpu", threads=2) == 10  # modes × states
-    assert auto_chunk_size((98, 98), 1, 1, "cpu", threads=8) == 163  # 12 MiB / 76832 B
+    # 17 patterns (68 waves, 5 MiB; a batch of 32 is two chunks of 16), 1 mode of 68
+    assert CPU_WAVE_BYTES_PER_THREAD * 2 // (98 * 98 * 8) == 68
+    assert auto_chunk_size((98, 98), 4, 1, "cpu", threads=2) == 17
+    assert chunk_sizes(32, auto_chunk_size((98, 98), 4, 1, "cpu", threads=2)) == [16, 16]
+    assert auto_chunk_size((98, 98), 1, 1, "cpu", threads=2) == 68
+    assert auto_chunk_size((98, 98), 2, 2, "cpu", threads=2) == 17  # modes × states
+    assert auto_chunk_size((98, 98), 1, 1, "cpu", threads=8) == 272  # 20 MiB / 76832 B
     assert auto_chunk_size((1024, 1024), 16, 4, "cpu", threads=1) == 1  # never 0
     assert auto_chunk_size((98, 98), 4, 1, "cuda") == ACCELERATOR_CHUNK
     assert auto_chunk_size((98, 98), 1, 1, "cpu") == auto_chunk_size(

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import torch
 
-from .multislice_autograd import gather_windows, multislice_object_waves, multislice_waves
+from . import fft_backend
+from .multislice_autograd import (
+    far_field_power,
+    gather_windows,
+    multislice_object_waves,
+    multislice_waves,
+)
 
 __all__ = [
     "check_substeps",
@@ -66,11 +72,12 @@ def fourier_shift(images: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor
     extra = images.ndim - 2
     sy = s[:, 0].reshape(-1, *([1] * extra), 1, 1)
     sx = s[:, 1].reshape(-1, *([1] * extra), 1, 1)
+    # The ramp carries the 1/N of the inverse transform (fft_backend's are unnormalised).
     ramp = torch.polar(
-        torch.ones((), dtype=real, device=images.device),
+        torch.full((), 1.0 / (ny * nx), dtype=real, device=images.device),
         -2.0 * torch.pi * (ky[:, None] * sy + kx[None, :] * sx),
     )
-    shifted: torch.Tensor = torch.fft.ifft2(torch.fft.fft2(images) * ramp)
+    shifted = fft_backend.ifft2(fft_backend.fft2(images) * ramp)
     return shifted if batched else shifted[0]
 
 
@@ -274,8 +281,7 @@ def far_field_intensity(
     """
     if exit_ramp is not None:
         exit_waves = exit_waves * exit_ramp
-    amplitude = torch.fft.fft2(exit_waves, norm="ortho")
-    per_state = (amplitude.real**2 + amplitude.imag**2).sum(dim=2)  # (B, S, ny, nx)
+    per_state = far_field_power(exit_waves)  # (B, S, ny, nx)
     num_states = exit_waves.shape[1]
     if state_weights is None:
         intensity = per_state.mean(dim=1)

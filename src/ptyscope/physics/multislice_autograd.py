@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["gather_windows", "multislice_object_waves", "multislice_waves"]
+from ptyscope.physics import fft_backend
+
+__all__ = ["far_field_power", "gather_windows", "multislice_object_waves", "multislice_waves"]
 
 #: |O| below this is treated as this in a negative power of a transmission (the gradient
 #: of a sub-sliced slice's root).
@@ -290,6 +292,7 @@ class _MultisliceWaves(torch.autograd.Function):
         windows: list[torch.Tensor] = []
         product: torch.Tensor | None = None  # ψ_j·O_j, reused: only the ψ_j are kept
         spectrum: torch.Tensor | None = None
+        scaled = _with_inverse_norm(propagator)
         for j in range(slices):
             window = source.window(j)[:, :, None]  # (B|1, S, 1, ny, nx)
             if keep:
@@ -299,9 +302,9 @@ class _MultisliceWaves(torch.autograd.Function):
                 wave = wave * window  # the exit wave (B, S, M, ny, nx)
                 break
             product = torch.mul(wave, window, out=product)
-            spectrum = torch.fft.fft2(product, out=spectrum)
-            spectrum.mul_(propagator)
-            wave = torch.fft.ifft2(spectrum)
+            spectrum = fft_backend.fft2(product, out=spectrum)
+            spectrum.mul_(scaled)
+            wave = fft_backend.ifft2(spectrum)
         if keep:
             # save_for_backward, not ctx attributes: autograd frees them when the backward
             # has run, though the caller may keep the graph (e.g. the last chunk's output
@@ -322,25 +325,28 @@ class _MultisliceWaves(torch.autograd.Function):
             source.start_backward()
         propagator_grad = torch.zeros_like(grad[:, 0, 0]) if want_propagator else None
         # Two work buffers, updated in place: no allocation inside the loop.
-        h = grad.conj_physical()  # h: the conjugated gradient of the wave leaving slice j
+        # h: the conjugated gradient of the wave leaving slice j
+        h = grad.conj_physical().contiguous()
         work = torch.empty_like(h)
+        scaled = _with_inverse_norm(propagator)
         conj_grad: torch.Tensor | None = None
         for j in range(slices - 1, -1, -1):
             window = windows[j]
             if j < slices - 1:  # through ψ_{j+1} = F⁻¹[p·F[ψ_j·O_j]]
-                torch.fft.ifft2(h, out=work)
+                fft_backend.ifft2(h, out=work)  # N·F⁻¹[h]: the 1/N is in `scaled`
                 if propagator_grad is not None:
-                    spectrum = torch.fft.fft2(entering[j] * window)
+                    spectrum = fft_backend.fft2(entering[j] * window)
                     propagator_grad += (work * spectrum).sum(dim=(1, 2))
-                work.mul_(propagator)
-                torch.fft.fft2(work, out=h)
+                work.mul_(scaled)
+                fft_backend.fft2(work, out=h)
             if want_windows:
-                # Σ over modes, and over positions for one window shared by the batch
-                if h.shape[2] == 1:
-                    conj_grad = torch.mul(h[:, :, 0], entering[j][:, :, 0], out=conj_grad)
-                    source.add(j, _reduce_to(conj_grad, source.batch))
-                else:
-                    source.add(j, _reduce_to(torch.sum(h * entering[j], dim=2), source.batch))
+                # Σ over modes into one reused buffer (a product of all modes, then a sum,
+                # wrote and read a mode-sized temporary), and over positions for one
+                # window shared by the batch
+                conj_grad = torch.mul(h[:, :, 0], entering[j][:, :, 0], out=conj_grad)
+                for m in range(1, h.shape[2]):
+                    conj_grad.addcmul_(h[:, :, m], entering[j][:, :, m])
+                source.add(j, _reduce_to(conj_grad, source.batch))
             if j > 0 or want_probe:
                 h.mul_(window)
         probe_grad = None
@@ -348,12 +354,54 @@ class _MultisliceWaves(torch.autograd.Function):
             probe_grad = _reduce_to(h.sum(dim=1), probe.shape[0]).conj_physical_()
         windows_grad = source.result() if want_windows else None
         if propagator_grad is not None:
-            propagator_grad = propagator_grad.conj_physical_()
+            propagator_grad = propagator_grad.conj_physical_().div_(_pixels(propagator))
             if propagator.ndim == 2:
                 propagator_grad = propagator_grad.sum(dim=0)
             else:
                 propagator_grad = propagator_grad.reshape(propagator.shape)
         return probe_grad, windows_grad, propagator_grad, None
+
+
+def far_field_power(exit_waves: torch.Tensor) -> torch.Tensor:
+    """Σ_m |F[exit]|² / N: the far-field power of exit waves (B, S, M, ny, nx), summed over
+    the probe modes (axis 2), with the orthonormal FFT; real (B, S, ny, nx), zero frequency
+    at index (0, 0).
+
+    One transform each way, and the backward is a product and the inverse transform:
+    for P = Σ_m |A_m|²/N with A = F[ψ], ḡ_ψ = F⁻¹_unnormalised[2·ḡ_P·A/N].
+    """
+    power: torch.Tensor = _FarFieldPower.apply(exit_waves)  # type: ignore[no-untyped-call]
+    return power
+
+
+class _FarFieldPower(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, exit_waves: torch.Tensor) -> torch.Tensor:
+        spectrum = fft_backend.fft2(exit_waves.contiguous())
+        # (re² + im²) summed over modes: 6× faster than a sum over (modes, re/im) of
+        # view_as_real, whose reduction strides through memory
+        power = (spectrum.real.square() + spectrum.imag.square()).sum(dim=2)
+        power.div_(_pixels(exit_waves))
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(spectrum)
+        return power
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (spectrum,) = ctx.saved_tensors
+        weight = grad * (2.0 / _pixels(spectrum))  # (B, S, ny, nx), real
+        wave_grad = spectrum * weight[:, :, None]
+        return fft_backend.ifft2(wave_grad, out=wave_grad)
+
+
+def _pixels(tensor: torch.Tensor) -> int:
+    return int(tensor.shape[-2]) * int(tensor.shape[-1])
+
+
+def _with_inverse_norm(propagator: torch.Tensor) -> torch.Tensor:
+    """p/N: the propagator with the 1/N of the inverse transform folded in (the transforms
+    of :mod:`ptyscope.physics.fft_backend` are unnormalised)."""
+    return propagator / _pixels(propagator)
 
 
 def _reduce_to(tensor: torch.Tensor, batch: int) -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ptyscope.physics import fft_backend
 from ptyscope.physics.multislice import detector_offset_ramp
 
 from .forward import PropagatorCache, predict
@@ -266,7 +267,9 @@ def _measure(
     object_bytes = params.object.numel() * params.object.element_size()
     indices = torch.arange(batch)
     tracker = _Tracker(excluded, object_bytes, window)
-    with tracker:
+    # torch's transforms here: the tracker sees (and counts) only ATen operations, and
+    # FFTW's fill the same tensors the same way (fft_backend)
+    with tracker, fft_backend.torch_transforms():
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             predicted = predict(
                 params, indices, cache, 1.0, propagator_trainable=propagator_trainable

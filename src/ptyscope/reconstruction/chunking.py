@@ -11,9 +11,13 @@ cores' caches: on the 2-core development machine, the PtyRAD case of issue 10 (9
 windows, 20 slices, 4 probe modes, batch 32) took 2.19 s per iteration in chunks of 32
 patterns (a 9.8 MB wave), 1.77–1.82 s in chunks of 6 to 16 (1.8–4.9 MB), and 2.13 s in
 chunks of 2 (too little work per FFT call); with 1 mode, chunks of 16 and 32 (1.2 and
-2.4 MB) were alike. The limit is therefore :data:`CPU_WAVE_BYTES_PER_THREAD` of wave per
-thread of the run. On a GPU, bigger batches of FFTs are faster and the limit is memory,
-which ``ptyscope estimate`` checks: :data:`ACCELERATOR_CHUNK` patterns.
+2.4 MB) were alike. With FFTW's transforms (:mod:`ptyscope.physics.fft_backend`) the
+plateau moved up: 4 modes took 1.49 s in chunks of 8, 1.44 s in chunks of 11 and 16, and
+1.48–1.57 s in chunks of 32; 1 mode 0.49–0.50 s in chunks of 16 and 0.44 s in chunks of 32.
+The limit is therefore :data:`CPU_WAVE_BYTES_PER_THREAD` of wave per thread of the run
+(chunks of 16 with 4 modes on 2 threads, inside both plateaus). On a GPU, bigger batches
+of FFTs are faster and the limit is memory, which ``ptyscope estimate`` checks:
+:data:`ACCELERATOR_CHUNK` patterns.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ __all__ = ["ACCELERATOR_CHUNK", "CPU_WAVE_BYTES_PER_THREAD", "auto_chunk_size", 
 
 #: Bytes of the (chunk, states, modes, ny, nx) complex64 wave per CPU thread at which
 #: "auto" chunks stop growing (the middle of the measured plateau, module docstring).
-CPU_WAVE_BYTES_PER_THREAD = 3 * 2**19
+CPU_WAVE_BYTES_PER_THREAD = 5 * 2**19
 #: Patterns per chunk on an accelerator (CUDA) with ``chunk_size = "auto"``.
 ACCELERATOR_CHUNK = 64
 

@@ -82,6 +82,7 @@ from ptyscope._device import Available, available_memory
 from ptyscope.config import ReconstructionConfig
 from ptyscope.data.checks import CHECK_BLOCK_BYTES
 from ptyscope.data.dataset import Dataset4D
+from ptyscope.physics import fft_backend
 
 from .activations import ChunkMemory, measure_chunk, time_chunk
 from .chunking import auto_chunk_size, chunk_sizes
@@ -513,7 +514,9 @@ def _time_fft(window: tuple[int, int], device: torch.device, waves: int, repeats
     generator = torch.Generator().manual_seed(0)
     data = torch.randn((batch, *window), generator=generator, dtype=torch.complex64)
     data = data.to(device)
-    return _fastest(lambda: torch.fft.fft2(data), device, repeats) / batch
+    out = torch.empty_like(data)
+    # the library the multislice pass uses (FFTW on the CPU where installed)
+    return _fastest(lambda: fft_backend.fft2(data, out=out), device, repeats) / batch
 
 
 def _time_copy(nbytes: int, device: torch.device, repeats: int = 7) -> float:

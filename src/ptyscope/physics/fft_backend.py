@@ -1,0 +1,251 @@
+"""Unnormalised 2D FFTs for the multislice loops: FFTW on the CPU where pyFFTW is
+installed, ``torch.fft`` everywhere else.
+
+On the CPU the multislice iteration is bound by its 2D transforms of (…, ny, nx) complex
+waves. torch's CPU FFT is MKL's; on the 2-core AMD EPYC development machine, batches of
+32 complex64 98 × 98 transforms took 17–22 µs per transform with torch, 15.7 µs with FFTW
+planned by ``FFTW_ESTIMATE``, 13.6 µs by ``FFTW_MEASURE`` and 12.4 µs by ``FFTW_PATIENT``.
+The transforms here are the unnormalised sums of both directions,
+
+    fft2:  X[k] = Σ_r x[r]·exp(−2πi k·r/N)        ifft2:  x[r] = Σ_k X[k]·exp(+2πi k·r/N)
+
+(so ``ifft2(fft2(x)) = N·x``, N = ny·nx; ``torch.fft.ifft2(…, norm="forward")``): callers
+fold the 1/N into a product they make anyway, which saves a pass over the wave.
+
+Environment variables, read once at import:
+
+``PTYSCOPE_FFT``
+    ``torch`` (the default) or ``fftw`` (an error if pyFFTW is missing: ``pip install
+    'ptyscope[fft]'``). FFTW is opt-in for now: its transforms round differently from
+    MKL's, and some of the test suite's runs follow the rounding further than their
+    tolerances allow (a two-process L-BFGS comparison at 0.8–1.2 of its limit; a
+    tomography tutorial whose per-axis resolution moved), which is not understood yet.
+``PTYSCOPE_FFTW_PLANNER``
+    ``estimate`` (the default), ``measure`` or ``patient``. FFTW's ``MEASURE`` and
+    ``PATIENT`` planners time candidate algorithms and keep the fastest, so which one a
+    process gets depends on the machine's load at that moment; the algorithms round
+    differently, so two processes can give results that differ in the last bits, and a
+    reconstruction's trajectory can follow them (a tomography test's resolution moved
+    from 0.93 to 1.18 Å on one axis between two runs of the same tutorial). ``estimate``
+    picks by rule: the same algorithm in every process and for any thread count, so runs
+    repeat to the bit. ``patient`` is the fastest (the PtyRAD case of issue 10 with 4
+    probe modes: 1.39–1.41 s per iteration against 1.62 s with ``estimate``) and costs
+    about a second of planning per new shape.
+
+FFTW serves only CPU tensors of complex64/complex128 that are contiguous, not conjugate
+views and aligned as its plan needs; any other tensor, and every CUDA tensor, goes to
+``torch.fft``. Plans are cached per thread (an FFTW plan holds its arrays while it runs)
+and made under one lock (FFTW's planner is not thread-safe). A plan keeps a reference to
+the last arrays it transformed until its next call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+__all__ = ["BACKEND", "PLANNER", "fft2", "fftw_log", "ifft2", "torch_transforms"]
+
+_CHOICES = ("torch", "fftw")
+
+
+def _load_fftw() -> Any:
+    try:
+        import pyfftw  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    return pyfftw
+
+
+def _setting(name: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, choices[0]).strip().lower() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _choose() -> tuple[str, Any]:
+    requested = _setting("PTYSCOPE_FFT", _CHOICES)
+    pyfftw = None if requested == "torch" else _load_fftw()
+    if pyfftw is None and requested == "fftw":
+        raise ImportError(
+            "PTYSCOPE_FFT=fftw needs pyFFTW: pip install 'ptyscope[fft]' (or unset PTYSCOPE_FFT)"
+        )
+    return ("fftw" if pyfftw is not None else "torch"), pyfftw
+
+
+#: "fftw" or "torch": what CPU tensors use.
+BACKEND, _PYFFTW = _choose()
+#: FFTW's planner (module docstring): "estimate" (deterministic), "measure" or "patient"
+PLANNER = _setting("PTYSCOPE_FFTW_PLANNER", ("estimate", "measure", "patient"))
+_PLAN_LOCK = threading.Lock()
+_LOCAL = threading.local()
+#: seconds FFTW's timed planners may spend on one shape (once per shape, direction and
+#: thread)
+_PLANNING_LIMIT_S = 2.0
+
+
+#: (direction "F" or "F⁻¹", (batch, ny, nx)) -> calls; None unless fftw_log() is open
+_LOG: Counter[tuple[str, tuple[int, int, int]]] | None = None
+_LOG_SECONDS = [0.0]
+
+
+@contextmanager
+def fftw_log() -> Iterator[tuple[Counter[tuple[str, tuple[int, int, int]]], list[float]]]:
+    """Record the transforms FFTW does inside the block (the PyTorch profiler sees only
+    ``torch.fft``'s): yields (calls per (direction, (batch, ny, nx)), [seconds inside
+    FFTW]), filled as the block runs. For ``benchmarks/fft_bound.py``; not thread-safe."""
+    global _LOG
+    counts: Counter[tuple[str, tuple[int, int, int]]] = Counter()
+    _LOG, _LOG_SECONDS[0] = counts, 0.0
+    seconds = [0.0]
+    try:
+        yield counts, seconds
+    finally:
+        seconds[0] = _LOG_SECONDS[0]
+        _LOG = None
+
+
+@contextmanager
+def torch_transforms() -> Iterator[None]:
+    """Inside the block this thread's transforms go to ``torch.fft``, whose operations a
+    ``TorchDispatchMode`` sees (``ptyscope.reconstruction.activations`` counts them)."""
+    before = getattr(_LOCAL, "torch_only", False)
+    _LOCAL.torch_only = True
+    try:
+        yield
+    finally:
+        _LOCAL.torch_only = before
+
+
+def fft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Unnormalised forward 2D FFT over the last two axes (module docstring); ``out``
+    (same shape and dtype) receives it and may be ``x`` itself. Differentiable when ``x``
+    requires a gradient (then without ``out``)."""
+    if x.requires_grad and torch.is_grad_enabled():
+        _no_out_with_grad(out)
+        result: torch.Tensor = _Fft2.apply(x)  # type: ignore[no-untyped-call]
+        return result
+    return _transform(x, out, forward=True)
+
+
+def ifft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Unnormalised inverse 2D FFT over the last two axes: ``ifft2(fft2(x)) = ny·nx·x``;
+    ``out`` and gradients as in :func:`fft2`."""
+    if x.requires_grad and torch.is_grad_enabled():
+        _no_out_with_grad(out)
+        result: torch.Tensor = _Ifft2.apply(x)  # type: ignore[no-untyped-call]
+        return result
+    return _transform(x, out, forward=False)
+
+
+def _no_out_with_grad(out: torch.Tensor | None) -> None:
+    if out is not None:
+        raise ValueError("out must be None when the input requires a gradient, got a tensor")
+
+
+# The adjoint of the unnormalised F is its conjugate transpose, the unnormalised F⁻¹ (and
+# the other way round), so each transform's backward is the other one.
+class _Fft2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return _transform(x, None, forward=True)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _transform(grad.contiguous(), None, forward=False)
+
+
+class _Ifft2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return _transform(x, None, forward=False)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _transform(grad.contiguous(), None, forward=True)
+
+
+def _transform(x: torch.Tensor, out: torch.Tensor | None, forward: bool) -> torch.Tensor:
+    x = x.detach()
+    if _PYFFTW is not None and _fftw_can(x) and not getattr(_LOCAL, "torch_only", False):
+        target = torch.empty_like(x) if out is None else out
+        if _fftw_can(target) and target.shape == x.shape and target.dtype == x.dtype:
+            # As (batch, ny, nx) with canonical strides: a contiguous tensor's size-1 axes
+            # may carry any stride, and an FFTW plan is bound to its arrays' strides.
+            shape = (x.numel() // (x.shape[-2] * x.shape[-1]), x.shape[-2], x.shape[-1])
+            plan = _plan(x, target, shape, forward)
+            if plan is not None:
+                plan.update_arrays(_as_array(x, shape), _as_array(target, shape))
+                if _LOG is None:
+                    plan.execute()
+                else:
+                    start = time.perf_counter()
+                    plan.execute()
+                    _LOG_SECONDS[0] += time.perf_counter() - start
+                    _LOG["F" if forward else "F⁻¹", shape] += 1
+                return target
+    result: torch.Tensor
+    if forward:
+        result = torch.fft.fft2(x, norm="backward", out=out)
+    else:
+        result = torch.fft.ifft2(x, norm="forward", out=out)
+    return result
+
+
+def _fftw_can(t: torch.Tensor) -> bool:
+    return (
+        t.device.type == "cpu"
+        and t.dtype in (torch.complex64, torch.complex128)
+        and t.ndim >= 2
+        and t.is_contiguous()
+        and not t.is_conj()
+        and t.numel() > 0
+    )
+
+
+def _as_array(t: torch.Tensor, shape: tuple[int, int, int]) -> Any:
+    return t.detach().numpy().reshape(-1).reshape(shape)
+
+
+def _plan(x: torch.Tensor, out: torch.Tensor, shape: tuple[int, int, int], forward: bool) -> Any:
+    """The thread's cached FFTW plan for (batch, ny, nx), dtype, direction and
+    in-place-ness, or None when the arrays are not aligned as the plan needs."""
+    threads = torch.get_num_threads()
+    inplace = x.data_ptr() == out.data_ptr()
+    key = (shape, x.dtype, forward, inplace, threads)
+    plans: dict[tuple[Any, ...], Any] = _LOCAL.__dict__.setdefault("plans", {})
+    plan = plans.get(key)
+    if plan is None:
+        plan = _make_plan(shape, x.dtype, forward, inplace, threads)
+        plans[key] = plan
+    alignment = plan.input_alignment
+    if x.data_ptr() % alignment or out.data_ptr() % plan.output_alignment:
+        return None
+    return plan
+
+
+def _make_plan(
+    shape: tuple[int, ...], dtype: torch.dtype, forward: bool, inplace: bool, threads: int
+) -> Any:
+    numpy_dtype = "complex64" if dtype == torch.complex64 else "complex128"
+    # Planning with FFTW_MEASURE overwrites the arrays: plan on scratch ones.
+    scratch_in = _PYFFTW.empty_aligned(shape, dtype=numpy_dtype)
+    scratch_out = scratch_in if inplace else _PYFFTW.empty_aligned(shape, dtype=numpy_dtype)
+    with _PLAN_LOCK:
+        return _PYFFTW.FFTW(
+            scratch_in,
+            scratch_out,
+            axes=(-2, -1),
+            direction="FFTW_FORWARD" if forward else "FFTW_BACKWARD",
+            flags=("FFTW_" + PLANNER.upper(),),
+            threads=threads,
+            planning_timelimit=_PLANNING_LIMIT_S,
+        )
