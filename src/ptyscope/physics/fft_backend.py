@@ -129,48 +129,35 @@ def fft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Unnormalised forward 2D FFT over the last two axes (module docstring); ``out``
     (same shape and dtype) receives it and may be ``x`` itself. Differentiable when ``x``
     requires a gradient (then without ``out``)."""
-    if x.requires_grad and torch.is_grad_enabled():
-        _no_out_with_grad(out)
-        result: torch.Tensor = _Fft2.apply(x)  # type: ignore[no-untyped-call]
-        return result
-    return _transform(x, out, forward=True)
+    return _differentiable(x, out, forward=True)
 
 
 def ifft2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Unnormalised inverse 2D FFT over the last two axes: ``ifft2(fft2(x)) = ny·nx·x``;
     ``out`` and gradients as in :func:`fft2`."""
-    if x.requires_grad and torch.is_grad_enabled():
-        _no_out_with_grad(out)
-        result: torch.Tensor = _Ifft2.apply(x)  # type: ignore[no-untyped-call]
-        return result
-    return _transform(x, out, forward=False)
+    return _differentiable(x, out, forward=False)
 
 
-def _no_out_with_grad(out: torch.Tensor | None) -> None:
+def _differentiable(x: torch.Tensor, out: torch.Tensor | None, forward: bool) -> torch.Tensor:
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return _transform(x, out, forward)
     if out is not None:
         raise ValueError("out must be None when the input requires a gradient, got a tensor")
+    result: torch.Tensor = _Transform.apply(x, forward)  # type: ignore[no-untyped-call]
+    return result
 
 
-# The adjoint of the unnormalised F is its conjugate transpose, the unnormalised F⁻¹ (and
-# the other way round), so each transform's backward is the other one.
-class _Fft2(torch.autograd.Function):
+class _Transform(torch.autograd.Function):
+    # The adjoint of the unnormalised F is its conjugate transpose, the unnormalised F⁻¹
+    # (and the other way round): each direction's backward is the other direction.
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        return _transform(x, None, forward=True)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return _transform(grad.contiguous(), None, forward=False)
-
-
-class _Ifft2(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        return _transform(x, None, forward=False)
+    def forward(ctx: Any, x: torch.Tensor, forward: bool) -> torch.Tensor:
+        ctx.forward = forward
+        return _transform(x, None, forward)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        return _transform(grad.contiguous(), None, forward=True)
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _transform(grad.contiguous(), None, not ctx.forward), None
 
 
 def _transform(x: torch.Tensor, out: torch.Tensor | None, forward: bool) -> torch.Tensor:
