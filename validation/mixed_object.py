@@ -246,9 +246,7 @@ def neighbour_ratios(
     plain = float(norms[~self_pair].mean() / norms[self_pair].mean())
     average = average_equivalent_pairs(greens, pairs, cells, basis)
     mean_norms = np.linalg.norm(average.blocks, axis=(1, 2))
-    self_kind = (average.basis_pairs[:, 0] == average.basis_pairs[:, 1]) & np.all(
-        average.cell_offsets == 0, axis=1
-    )
+    self_kind = average.is_self
     return plain, float(mean_norms[~self_kind].mean() / mean_norms[self_kind].mean())
 
 

@@ -302,6 +302,14 @@ class PairAverage(NamedTuple):
     counts: np.ndarray
     """int64 (Q,): pairs averaged."""
 
+    @property
+    def is_self(self) -> np.ndarray:
+        """bool (Q,): the self classes (κ = κ' in the same cell)."""
+        same_atom: np.ndarray = (self.basis_pairs[:, 0] == self.basis_pairs[:, 1]) & np.all(
+            self.cell_offsets == 0, axis=1
+        )
+        return same_atom
+
 
 def average_equivalent_pairs(
     greens: np.ndarray, pairs: np.ndarray, cells: np.ndarray, basis_index: np.ndarray

@@ -92,9 +92,10 @@ _LOCAL = threading.local()
 _PLANNING_LIMIT_S = 2.0
 
 
-#: (direction "F" or "F⁻¹", (batch, ny, nx)) -> calls; None unless fftw_log() is open
+#: (direction "F" or "F⁻¹", (batch, ny, nx)) -> calls, and [seconds inside FFTW]; None
+#: unless fftw_log() is open
 _LOG: Counter[tuple[str, tuple[int, int, int]]] | None = None
-_LOG_SECONDS = [0.0]
+_LOG_SECONDS: list[float] = [0.0]
 
 
 @contextmanager
@@ -102,14 +103,11 @@ def fftw_log() -> Iterator[tuple[Counter[tuple[str, tuple[int, int, int]]], list
     """Record the transforms FFTW does inside the block (the PyTorch profiler sees only
     ``torch.fft``'s): yields (calls per (direction, (batch, ny, nx)), [seconds inside
     FFTW]), filled as the block runs. For ``benchmarks/fft_bound.py``; not thread-safe."""
-    global _LOG
-    counts: Counter[tuple[str, tuple[int, int, int]]] = Counter()
-    _LOG, _LOG_SECONDS[0] = counts, 0.0
-    seconds = [0.0]
+    global _LOG, _LOG_SECONDS
+    _LOG, _LOG_SECONDS = Counter(), [0.0]
     try:
-        yield counts, seconds
+        yield _LOG, _LOG_SECONDS
     finally:
-        seconds[0] = _LOG_SECONDS[0]
         _LOG = None
 
 
@@ -163,14 +161,14 @@ class _Transform(torch.autograd.Function):
 def _transform(x: torch.Tensor, out: torch.Tensor | None, forward: bool) -> torch.Tensor:
     x = x.detach()
     if _PYFFTW is not None and _fftw_can(x) and not getattr(_LOCAL, "torch_only", False):
-        target = torch.empty_like(x) if out is None else out
-        if _fftw_can(target) and target.shape == x.shape and target.dtype == x.dtype:
+        out = torch.empty_like(x) if out is None else out  # torch's below, should FFTW not
+        if _fftw_can(out) and out.shape == x.shape and out.dtype == x.dtype:
             # As (batch, ny, nx) with canonical strides: a contiguous tensor's size-1 axes
             # may carry any stride, and an FFTW plan is bound to its arrays' strides.
             shape = (x.numel() // (x.shape[-2] * x.shape[-1]), x.shape[-2], x.shape[-1])
-            plan = _plan(x, target, shape, forward)
+            plan = _plan(x, out, shape, forward)
             if plan is not None:
-                plan.update_arrays(_as_array(x, shape), _as_array(target, shape))
+                plan.update_arrays(_as_array(x, shape), _as_array(out, shape))
                 if _LOG is None:
                     plan.execute()
                 else:
@@ -178,7 +176,7 @@ def _transform(x: torch.Tensor, out: torch.Tensor | None, forward: bool) -> torc
                     plan.execute()
                     _LOG_SECONDS[0] += time.perf_counter() - start
                     _LOG["F" if forward else "F⁻¹", shape] += 1
-                return target
+                return out
     result: torch.Tensor
     if forward:
         result = torch.fft.fft2(x, norm="backward", out=out)
@@ -213,8 +211,7 @@ def _plan(x: torch.Tensor, out: torch.Tensor, shape: tuple[int, int, int], forwa
     if plan is None:
         plan = _make_plan(shape, x.dtype, forward, inplace, threads)
         plans[key] = plan
-    alignment = plan.input_alignment
-    if x.data_ptr() % alignment or out.data_ptr() % plan.output_alignment:
+    if x.data_ptr() % plan.input_alignment or out.data_ptr() % plan.output_alignment:
         return None
     return plan
 

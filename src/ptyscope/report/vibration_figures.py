@@ -342,8 +342,7 @@ def averaged_correlation_figure(
             continue
         centre = columns[members[np.argmin(np.hypot(*(columns[members] - middle).T))]]
         mine = average.basis_pairs[:, 0] == kappa
-        self_class = mine & (average.basis_pairs[:, 1] == kappa)
-        self_class &= np.all(average.cell_offsets == 0, axis=1)
+        self_class = mine & average.is_self
         if not self_class.any():
             ax.set_title(f"{names[kappa]}: no self-correlation", fontsize=9)
             continue
