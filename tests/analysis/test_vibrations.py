@@ -28,6 +28,7 @@ from ptyscope.analysis.vibrations import (
     displacements,
     greens_tensor,
     pair_blocks,
+    pair_cosines,
     similarity,
     state_positions,
 )
@@ -154,6 +155,36 @@ def test_similarity_scores_strength_and_direction(model) -> None:
     # Debye-Waller: B = 8π²(⟨u_x²⟩ + ⟨u_y²⟩) per column.
     b = debye_waller(g)
     assert np.allclose(b, 8 * np.pi**2 * np.sum(np.mean(displacements(u_col) ** 2, axis=0), -1))
+
+
+def test_pair_cosines_separate_sampling_noise_of_neighbours_from_self(model) -> None:
+    """Two independent ensembles of the same harmonic model: with M states a neighbour
+    block's sample estimate scatters by ~1/√M of the self-correlations, so its cosine to
+    another ensemble's falls with M while the self blocks stay aligned."""
+    cell, blocks = model
+    draw = np.random.default_rng(11)
+    pairs = None
+    cosines = {}
+    for states in (12, 400):
+        estimates = []
+        for _ in range(2):
+            u = sample_supercell(blocks, (CELLS, CELLS, LAYERS), 300.0, states, draw)
+            columns, u_col, _, _ = _columns(cell, u)
+            pairs = correlation_pairs(columns, 2.9)
+            estimates.append(pair_blocks(greens_tensor(displacements(u_col)), pairs))
+        cosines[states] = pair_cosines(*estimates)
+        assert np.mean(cosines[states]) == pytest.approx(similarity(*estimates).csm)
+    assert pairs is not None
+    self_pair = pairs[:, 0] == pairs[:, 1]
+    assert cosines[400][self_pair].mean() > 0.98
+    assert cosines[400][~self_pair].mean() > 0.95
+    assert cosines[12][self_pair].mean() > 0.8
+    assert cosines[12][~self_pair].mean() < cosines[400][~self_pair].mean() - 0.2
+    block = np.array([[[1.0, 0.2], [0.2, 0.5]]])
+    assert pair_cosines(-block, block) == pytest.approx([-1.0])
+    assert pair_cosines(np.zeros_like(block), block) == pytest.approx([0.0])
+    with pytest.raises(ValueError, match=r"both be \(P, 2, 2\)"):
+        pair_cosines(block, block[0])
 
 
 def test_average_equivalent_pairs_groups_by_basis_and_cell_offset(model) -> None:
