@@ -209,14 +209,15 @@ def analyse(result: Path, case: str, cells: int, states: int) -> dict[str, objec
     scan_end = round(cells * A / STEP_ANG - 1) * STEP_ANG
     inner = np.nonzero(np.all((columns >= 1.0) & (columns <= scan_end - 1.0), axis=1))[0]
     pairs = inner[correlation_pairs(columns[inner], 2.9)]
-    scores = similarity(pair_blocks(g_rec, pairs), pair_blocks(g_true, pairs))
-    cosines = pair_cosines(pair_blocks(g_rec, pairs), pair_blocks(g_true, pairs))
+    rec_blocks, true_blocks = pair_blocks(g_rec, pairs), pair_blocks(g_true, pairs)
+    scores = similarity(rec_blocks, true_blocks)
+    cosines = pair_cosines(rec_blocks, true_blocks)
     self_pair = pairs[:, 0] == pairs[:, 1]
     # How far M snapshots' own neighbour blocks are from the model's (a 400-snapshot
     # estimate): the sampling noise a reconstruction of M states is scored through.
     _, many = snapshots("correlated" if case == "static" else case, cells, 400, seed=5)
     g_many = greens_tensor(displacements(column_displacements(supercell.positions, many)[1]))
-    sampling = pair_cosines(pair_blocks(g_true, pairs), pair_blocks(g_many, pairs))
+    sampling = pair_cosines(true_blocks, pair_blocks(g_many, pairs))
     lattice = Lattice((0.0, 0.0), (0.0, A), (A, 0.0), (("Sr", (0.0, 0.0)), ("Ti", (0.5, 0.5))))
     cell_index, basis, _ = assign_sites(columns, lattice)
     ratios = {
