@@ -492,6 +492,11 @@ def tomo(config: Path, quiet: bool) -> None:
         "resolution per axis [Å]: "
         + ", ".join(f"{k} {v:.2f}" for k, v in metrics.get("resolution_ang", {}).items())
     )
+    if "non_atoms" in metrics:
+        click.echo(
+            f"atoms: {metrics['peaks_traced'] - metrics['non_atoms']} of "
+            f"{metrics['peaks_traced']} traced peaks ({metrics['non_atoms']} non-atoms dropped)"
+        )
     truth = metrics.get("ground_truth") or {}
     if truth:
         click.echo(

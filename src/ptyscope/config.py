@@ -609,6 +609,10 @@ class TomoAtomsConfig(_Model):
     #: Peaks below this fraction of the strongest are not atoms (0.3 missed 5 of 43 weak Fe
     #: atoms beside Pt in a ptychographic series; validation/tomography.py).
     threshold_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    #: Traced peaks whose integrated intensity is below this fraction of the lightest
+    #: species' median are non-atoms and are dropped (missing-wedge ghosts, noise
+    #: maxima); 0 keeps every peak. See tomography.atoms.classify_species.
+    non_atom_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.5
     #: Peaks closer than this to a face of the volume [Å] are dropped (box artefacts).
     edge_margin_ang: Annotated[float, Field(ge=0)] = 1.0
     #: Species names, lightest (weakest) first; their count is the number of classes.
