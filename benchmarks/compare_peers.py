@@ -9,10 +9,11 @@ first), the peak RSS of the whole process, and the ratios to ptyscope measured i
 
     bash benchmarks/peers/setup_ptyrad.sh          # once: PtyRAD's own environment
     python benchmarks/compare_peers.py [--modes 1 4] [--iterations 4] [--rounds 2]
-    PTYSCOPE_FFT=fftw PTYSCOPE_FFTW_PLANNER=patient python benchmarks/compare_peers.py
+    PTYSCOPE_FFTW_PLANNER=patient python benchmarks/compare_peers.py
 
-ptyscope's runner inherits the environment: ``PTYSCOPE_FFT=fftw`` times it with FFTW's
-transforms (``ptyscope.physics.fft_backend``).
+ptyscope's runner inherits the environment: by default it uses FFTW's transforms where
+pyFFTW is installed, ``PTYSCOPE_FFT=torch`` times it with torch's
+(``ptyscope.physics.fft_backend``).
 
 A peer whose environment is missing is skipped with the command that creates it.
 """

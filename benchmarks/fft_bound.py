@@ -19,7 +19,8 @@ measured iteration time.
 
     python benchmarks/fft_bound.py                    # the PtyRAD case, 1 and 4 modes
     python benchmarks/fft_bound.py --modes 1 --threads 2 --iterations 5
-    PTYSCOPE_FFT=fftw PTYSCOPE_FFTW_PLANNER=patient python benchmarks/fft_bound.py  # FFTW
+    PTYSCOPE_FFTW_PLANNER=patient python benchmarks/fft_bound.py  # FFTW's fastest plans
+    PTYSCOPE_FFT=torch python benchmarks/fft_bound.py  # torch's (MKL) transforms
 """
 
 from __future__ import annotations

@@ -38,15 +38,30 @@ def library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return str(request.param)
 
 
-def test_torch_is_the_default_and_fftw_needs_pyfftw(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fftw_is_the_default_where_installed_and_fftw_needs_pyfftw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    installed = importlib.util.find_spec("pyfftw") is not None
     monkeypatch.delenv("PTYSCOPE_FFT", raising=False)
+    assert fft_backend._choose()[0] == ("fftw" if installed else "torch")
+    monkeypatch.setattr(fft_backend, "_load_fftw", lambda: None)  # as without pyFFTW
     assert fft_backend._choose() == ("torch", None)
     monkeypatch.setenv("PTYSCOPE_FFT", "fftw")
-    if importlib.util.find_spec("pyfftw") is None:
-        with pytest.raises(ImportError, match="PTYSCOPE_FFT=fftw needs pyFFTW"):
-            fft_backend._choose()
-    else:
+    with pytest.raises(ImportError, match="PTYSCOPE_FFT=fftw needs pyFFTW"):
+        fft_backend._choose()
+    monkeypatch.undo()
+    monkeypatch.setenv("PTYSCOPE_FFT", "fftw")
+    if installed:
         assert fft_backend._choose()[0] == "fftw"
+
+
+def test_the_provenance_names_the_transforms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fft_backend, "BACKEND", "torch")
+    assert fft_backend.describe() == "torch"
+    pyfftw = pytest.importorskip("pyfftw")
+    monkeypatch.setattr(fft_backend, "BACKEND", "fftw")
+    monkeypatch.setattr(fft_backend, "_PYFFTW", pyfftw)
+    assert fft_backend.describe() == f"fftw {pyfftw.__version__} ({fft_backend.PLANNER})"
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
@@ -141,7 +156,9 @@ def test_far_field_power_is_the_mode_summed_orthonormal_intensity(library: str) 
 
 def test_an_unknown_backend_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PTYSCOPE_FFT", "cufft")
-    with pytest.raises(ValueError, match="PTYSCOPE_FFT must be one of torch, fftw, got 'cufft'"):
+    with pytest.raises(
+        ValueError, match="PTYSCOPE_FFT must be one of auto, torch, fftw, got 'cufft'"
+    ):
         fft_backend._choose()
     monkeypatch.setenv("PTYSCOPE_FFT", "torch")
     assert fft_backend._choose() == ("torch", None)

@@ -10,6 +10,7 @@ import torch
 
 import ptyscope
 from ptyscope.config import ReconstructionConfig, load_config
+from ptyscope.physics import fft_backend
 from ptyscope.reconstruction.run import run_reconstruction
 
 from ._runs import read_arrays, write_case
@@ -42,4 +43,5 @@ def test_the_result_records_seed_versions_and_events(tmp_path: Path) -> None:
         assert origin["torch"] == str(torch.__version__)
         assert origin["numpy"] == np.__version__
         assert origin["threads"] == torch.get_num_threads()
+        assert origin["fft"] == fft_backend.describe()  # FFTW and MKL round differently
         assert len(handle["events/iteration"]) == 0  # a clean run

@@ -15,11 +15,13 @@ fold the 1/N into a product they make anyway, which saves a pass over the wave.
 Environment variables, read once at import:
 
 ``PTYSCOPE_FFT``
-    ``torch`` (the default) or ``fftw`` (an error if pyFFTW is missing: ``pip install
-    'ptyscope[fft]'``). FFTW is opt-in for now: its transforms round differently from
-    MKL's, and some of the test suite's runs follow the rounding further than their
-    tolerances allow (a two-process L-BFGS comparison at 0.8–1.2 of its limit; a
-    tomography tutorial whose per-axis resolution moved), which is not understood yet.
+    ``auto`` (the default): FFTW where pyFFTW is installed (the ``[fft]`` extra, which
+    ``make setup`` installs), ``torch.fft`` otherwise; ``torch``; or ``fftw`` (an error
+    if pyFFTW is missing: ``pip install 'ptyscope[fft]'``). FFTW's transforms round
+    differently from MKL's. With the ``estimate`` planner the whole default test suite
+    passes with either (2026-11-24: 1152 passed with FFTW), and the two-process L-BFGS
+    comparison, the suite's most rounding-sensitive, came out at 0.23 / 0.13 of its
+    limits (object / probe) with FFTW against 0.22 / 0.08 with torch, one thread each.
 ``PTYSCOPE_FFTW_PLANNER``
     ``estimate`` (the default), ``measure`` or ``patient``. FFTW's ``MEASURE`` and
     ``PATIENT`` planners time candidate algorithms and keep the fastest, so which one a
@@ -51,9 +53,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["BACKEND", "PLANNER", "fft2", "fftw_log", "ifft2", "torch_transforms"]
+__all__ = ["BACKEND", "PLANNER", "describe", "fft2", "fftw_log", "ifft2", "torch_transforms"]
 
-_CHOICES = ("torch", "fftw")
+_CHOICES = ("auto", "torch", "fftw")
 
 
 def _load_fftw() -> Any:
@@ -79,6 +81,14 @@ def _choose() -> tuple[str, Any]:
             "PTYSCOPE_FFT=fftw needs pyFFTW: pip install 'ptyscope[fft]' (or unset PTYSCOPE_FFT)"
         )
     return ("fftw" if pyfftw is not None else "torch"), pyfftw
+
+
+def describe() -> str:
+    """The transforms CPU tensors get, for a result's provenance: ``"torch"`` or
+    ``"fftw <pyFFTW version> (<planner>)"``."""
+    if BACKEND == "torch":
+        return "torch"
+    return f"fftw {getattr(_PYFFTW, '__version__', '?')} ({PLANNER})"
 
 
 #: "fftw" or "torch": what CPU tensors use.

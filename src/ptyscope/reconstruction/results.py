@@ -16,8 +16,10 @@ Layout::
                            divergence reports, in order (empty when the run was clean)
     config                 attr text: the TOML config
     provenance             attrs seed, deterministic, threads, processes (torchrun
-                           world size), python, platform and the versions of ptyscope,
-                           torch, numpy, scipy, h5py: what a bit-identical rerun needs
+                           world size), python, platform, the versions of ptyscope,
+                           torch, numpy, scipy, h5py, and fft (the CPU transforms:
+                           "torch" or "fftw <version> (<planner>)"): what a
+                           bit-identical rerun needs
     /                      attrs tilt_x_mrad, tilt_y_mrad, slice_thickness_ang,
                            total_thickness_ang, energy_ev, semiangle_mrad, iterations,
                            device, software, format = "ptyscope-result"
@@ -35,6 +37,7 @@ import numpy as np
 
 from ptyscope import __version__
 from ptyscope.io.atomic import atomic_path
+from ptyscope.physics import fft_backend
 
 from .engine import Engine
 from .setup import ReconstructionSetup
@@ -60,6 +63,7 @@ def provenance(seed: int, deterministic: bool) -> dict[str, str | int | bool]:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "h5py": h5py.__version__,
+        "fft": fft_backend.describe(),
     }
 
 
