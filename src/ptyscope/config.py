@@ -309,6 +309,9 @@ class ObjectConfig(_Model):
     lr: PositiveFloat = 1e-2
     #: Clip the transmission amplitude to <= 1 after every iteration.
     amplitude_limit: bool = True
+    #: Clip every slice's phase to >= 0 after every iteration: a specimen's projected
+    #: potential is positive. Long mixed-object runs otherwise grow negative phase.
+    positive_phase: bool = False
     #: Object-state weights: "equal" (1/N, fixed) or "fitted" (from the data).
     state_weights: Literal["equal", "fitted"] = "fitted"
     state_weights_lr: PositiveFloat = 1e-2

@@ -11,7 +11,7 @@ import torch
 
 from ptyscope.config import ReconstructionConfig
 from ptyscope.io.datafile import write_dataset
-from ptyscope.reconstruction.constraints import StateLowPass
+from ptyscope.reconstruction.constraints import AmplitudeLimit, StateLowPass
 from ptyscope.reconstruction.parameters import PtychoParameters
 from ptyscope.reconstruction.run import build_run, run_reconstruction
 
@@ -89,6 +89,30 @@ def test_two_stage_start_takes_object_probe_and_positions(tmp_path: Path) -> Non
     assert np.abs(fitted).max() > 1e-4  # stage 1 moved them
     assert "state_weights" not in run.engine.settings.groups  # equal weights stay 1/N
     assert "probe" in run.engine.settings.groups and not run.engine.settings.groups["probe"].fit
+
+
+def test_positive_phase_clips_every_slice_and_leaves_the_amplitude(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data.h5", srtio3(2, scan_shape=8).dataset)
+    phases = {}
+    for clip in (False, True):
+        config = _config(
+            tmp_path,
+            f"clip{clip}",
+            object={"states": 2, "state_weights": "equal", "positive_phase": clip},
+        )
+        run = run_reconstruction(config, progress=False, write_html_report=False)
+        with h5py.File(run.result_path) as handle:
+            phases[clip] = np.angle(handle["object"][()])
+        limits = [c for c in run.engine.settings.constraints if isinstance(c, AmplitudeLimit)]
+        assert [(c.maximum, c.positive_phase) for c in limits] == [(1.0, clip)]
+    # Unclipped, the states' random start phases and the fit leave negative phase.
+    assert phases[False].min() < -0.01
+    assert phases[True].min() >= 0.0
+    only_phase = _config(tmp_path, "p", object={"amplitude_limit": False, "positive_phase": True})
+    limits = [c for c in build_run(only_phase).engine.settings.constraints]
+    assert [c for c in limits if isinstance(c, AmplitudeLimit)] == [
+        AmplitudeLimit(maximum=float("inf"), positive_phase=True)
+    ]
 
 
 def test_two_stage_start_rejects_mismatched_results(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ process loads the checkpoint when resuming.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,8 +165,13 @@ def build_run(
                 setup.params.probe, setup.pixel_size_ang, Schedule(start=config.probe.start)
             )
         )
-    if config.object.amplitude_limit:
-        constraints.append(AmplitudeLimit())
+    if config.object.amplitude_limit or config.object.positive_phase:
+        constraints.append(
+            AmplitudeLimit(
+                maximum=1.0 if config.object.amplitude_limit else math.inf,
+                positive_phase=config.object.positive_phase,
+            )
+        )
     positions = config.positions
     if positions.fit:
         constraints.append(
