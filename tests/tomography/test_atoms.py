@@ -26,6 +26,7 @@ from ptyscope.simulation.specimens import (
 )
 from ptyscope.simulation.tilt_series import potential_volume
 from ptyscope.tomography.atoms import (
+    AtomMatch,
     classify_species,
     match_atoms,
     match_atoms_translated,
@@ -58,6 +59,17 @@ def _fept(euler_deg: tuple[float, ...] = EULER) -> ase.Atoms:
 def _labels(atoms: ase.Atoms) -> np.ndarray:
     """0 for Fe (the lighter), 1 for Pt."""
     return (np.asarray(atoms.get_chemical_symbols()) == "Pt").astype(np.int64)
+
+
+def _scored(found: np.ndarray, labels: np.ndarray, atoms: ase.Atoms) -> AtomMatch:
+    """Found atoms and their species against the specimen's."""
+    return match_atoms(
+        found,
+        atoms.positions,
+        max_distance_ang=MATCH,
+        found_labels=labels,
+        true_labels=_labels(atoms),
+    )
 
 
 def _volume(atoms: ase.Atoms, noise: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -153,13 +165,7 @@ def test_trace_and_classify_degraded_fept(fept: ase.Atoms, clean: np.ndarray, no
     degraded = _add_noise(clean, fept, noise, seed=0)
     traced = trace_atoms(degraded, VOXEL, min_distance_ang=MIN_DISTANCE)
     species = classify_species(degraded, VOXEL, traced.positions_ang, radius_ang=1.0)
-    match = match_atoms(
-        traced.positions_ang,
-        fept.positions,
-        max_distance_ang=MATCH,
-        found_labels=species.labels,
-        true_labels=_labels(fept),
-    )
+    match = _scored(traced.positions_ang, species.labels, fept)
     # Noise of 5-10 % of the Fe peak: noise maxima (< 5 σ) stay below the default
     # threshold (30 % of the Pt peak ≈ 65 % of the Fe peak), every atom is kept, and the
     # positions scatter by 0.02-0.035 Å (measured), well inside AET's 0.2 Å precision.
@@ -220,15 +226,7 @@ def test_non_atom_class_drops_ghosts_and_noise_maxima(fept: ase.Atoms, clean: np
             )
             atoms = species.labels >= 0
             assert np.array_equal(atoms, ~species.non_atoms)
-            scores.append(
-                match_atoms(
-                    found[atoms],
-                    fept.positions,
-                    max_distance_ang=MATCH,
-                    found_labels=species.labels[atoms],
-                    true_labels=_labels(fept),
-                )
-            )
+            scores.append(_scored(found[atoms], species.labels[atoms], fept))
         # Measured over seeds 0-2: 201-213 peaks for 141 atoms. Kept, the extra peaks
         # make up a third of the peaks and pull the Fe/Pt split below Fe (precision
         # 0.66-0.70, species 0.51). Their integrated intensities are 0.09-0.15 (noise)
@@ -250,13 +248,7 @@ def test_non_atom_class_keeps_every_atom_of_a_clean_volume(
         clean, VOXEL, traced.positions_ang, radius_ang=1.0, non_atom_fraction=0.5
     )
     assert not species.non_atoms.any()
-    match = match_atoms(
-        traced.positions_ang,
-        fept.positions,
-        max_distance_ang=MATCH,
-        found_labels=species.labels,
-        true_labels=_labels(fept),
-    )
+    match = _scored(traced.positions_ang, species.labels, fept)
     assert match.species_accuracy == 1.0
 
 
