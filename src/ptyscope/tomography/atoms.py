@@ -466,19 +466,22 @@ def _sample(data: np.ndarray, v: float, positions: np.ndarray, offsets: np.ndarr
 def _non_atoms(intensity: np.ndarray, species: int, fraction: float) -> np.ndarray:
     """Peaks weaker than ``fraction`` × the median integrated intensity of the lightest
     species, bool (N,); see :func:`classify_species`."""
+
+    def below(values: np.ndarray, classes: np.ndarray, lightest: int) -> np.ndarray:
+        members = values[classes == lightest]  # k-means may leave a class empty
+        level = fraction * float(np.median(members)) if members.size else -np.inf
+        result: np.ndarray = intensity < level
+        return result
+
     count = intensity.size
     weak = np.zeros(count, dtype=bool)
-    if count > species:  # the first guess: the weakest of S + 1 intensity classes
-        classes = kmeans_1d(intensity, species + 1)
-        weak = intensity < fraction * float(np.median(intensity[classes == 1]))
+    if count > species:  # the first guess: the second weakest of S + 1 intensity classes
+        weak = below(intensity, kmeans_1d(intensity, species + 1), 1)
         if np.sum(~weak) < species:
             weak[:] = False
     for _ in range(count):  # a fixed point, reached in a few rounds
         kept = intensity[~weak]
-        if kept.size < species:
-            break
-        classes = kmeans_1d(kept, species)
-        updated = intensity < fraction * float(np.median(kept[classes == 0]))
+        updated = below(kept, kmeans_1d(kept, species), 0)
         if np.array_equal(updated, weak) or np.sum(~updated) < species:
             break
         weak = updated
