@@ -312,7 +312,7 @@ class ObjectConfig(_Model):
     #: Clip every slice's phase to >= 0 after every iteration: a specimen's potential is
     #: positive where vacuum sets the phase's zero (a particle, an edge). A crystal that
     #: fills the field has no such reference; there the clip distorts the object (in a
-    #: 12-state mixed-object run it removed three quarters of the states' variance).
+    #: 12-state mixed-object run B came out at 0.17 Å² after 100 iterations, truth 0.90).
     positive_phase: bool = False
     #: Object-state weights: "equal" (1/N, fixed) or "fitted" (from the data).
     state_weights: Literal["equal", "fitted"] = "fitted"
