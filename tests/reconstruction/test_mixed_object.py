@@ -109,8 +109,8 @@ def test_positive_phase_clips_every_slice_and_leaves_the_amplitude(tmp_path: Pat
     assert phases[False].min() < -0.01
     assert phases[True].min() >= 0.0
     only_phase = _config(tmp_path, "p", object={"amplitude_limit": False, "positive_phase": True})
-    limits = [c for c in build_run(only_phase).engine.settings.constraints]
-    assert [c for c in limits if isinstance(c, AmplitudeLimit)] == [
+    constraints = build_run(only_phase).engine.settings.constraints
+    assert [c for c in constraints if isinstance(c, AmplitudeLimit)] == [
         AmplitudeLimit(maximum=float("inf"), positive_phase=True)
     ]
 

@@ -425,17 +425,18 @@ def tomography_from_projections(
             (traced.positions_ang >= lowest) & (traced.positions_ang <= highest),
             axis=1,
         )
+        candidates = traced.positions_ang[inside]
         species = classify_species(
             grid,
             voxel_ang,
-            traced.positions_ang[inside],
+            candidates,
             num_species=len(atoms.symbols),
             radius_ang=0.5 * atoms.min_distance_ang,
             non_atom_fraction=atoms.non_atom_fraction,
         )
-        positions = traced.positions_ang[inside][~species.non_atoms]
+        positions = candidates[~species.non_atoms]
         labels = species.labels[~species.non_atoms]
-        metrics["peaks_traced"] = int(inside.sum())
+        metrics["peaks_traced"] = len(candidates)
         metrics["non_atoms"] = int(species.non_atoms.sum())
         if atoms.refine:
             refined = refine_alignment_with_atoms(
