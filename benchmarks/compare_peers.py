@@ -12,7 +12,9 @@ first), the peak RSS of the whole process, and the ratios to ptyscope measured i
     PTYSCOPE_FFTW_PLANNER=patient python benchmarks/compare_peers.py
 
 ptyscope's runner inherits the environment: by default it uses FFTW's transforms where
-pyFFTW is installed, ``PTYSCOPE_FFT=torch`` times it with torch's
+pyFFTW is installed (plans measured once and kept in the wisdom file),
+``PTYSCOPE_FFTW_PLANNER=estimate`` times FFTW's rule-based plans, ``PTYSCOPE_FFT=torch``
+torch's
 (``ptyscope.physics.fft_backend``).
 
 A peer whose environment is missing is skipped with the command that creates it.

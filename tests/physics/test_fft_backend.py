@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +65,12 @@ def test_the_provenance_names_the_transforms(monkeypatch: pytest.MonkeyPatch) ->
     pyfftw = pytest.importorskip("pyfftw")
     monkeypatch.setattr(fft_backend, "BACKEND", "fftw")
     monkeypatch.setattr(fft_backend, "_PYFFTW", pyfftw)
-    assert fft_backend.describe() == f"fftw {pyfftw.__version__} ({fft_backend.PLANNER})"
+    monkeypatch.setattr(fft_backend, "PLANNER", "estimate")
+    monkeypatch.setattr(fft_backend, "WISDOM", None)
+    assert fft_backend.describe() == f"fftw {pyfftw.__version__} (estimate)"
+    monkeypatch.setattr(fft_backend, "PLANNER", "measure")
+    monkeypatch.setattr(fft_backend, "WISDOM", Path("/cache/w.json"))
+    assert fft_backend.describe() == f"fftw {pyfftw.__version__} (measure, wisdom /cache/w.json)"
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
@@ -164,6 +174,123 @@ def test_an_unknown_backend_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PTYSCOPE_FFTW_PLANNER", "exhaustive")
     with pytest.raises(
         ValueError,
-        match="PTYSCOPE_FFTW_PLANNER must be one of estimate, measure, patient, got 'exhaustive'",
+        match="PTYSCOPE_FFTW_PLANNER must be one of measure, patient, estimate, got 'exhaustive'",
     ):
-        fft_backend._setting("PTYSCOPE_FFTW_PLANNER", ("estimate", "measure", "patient"))
+        fft_backend._setting("PTYSCOPE_FFTW_PLANNER", fft_backend._PLANNERS)
+    monkeypatch.delenv("PTYSCOPE_FFTW_PLANNER")
+    assert fft_backend._setting("PTYSCOPE_FFTW_PLANNER", fft_backend._PLANNERS) == "measure"
+
+
+def test_only_the_timed_planners_keep_wisdom_and_where(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PTYSCOPE_FFTW_WISDOM", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert fft_backend._wisdom_path("fftw", "estimate") is None
+    assert fft_backend._wisdom_path("torch", "measure") is None
+    default = fft_backend._wisdom_path("fftw", "measure")
+    assert default is not None and default.parent == tmp_path / "ptyscope"
+    assert default.name.startswith("fftw-wisdom-") and default.suffix == ".json"
+    assert fft_backend._wisdom_path("fftw", "patient") == default
+    for off in ("off", "", " None "):
+        monkeypatch.setenv("PTYSCOPE_FFTW_WISDOM", off)
+        assert fft_backend._wisdom_path("fftw", "measure") is None
+    monkeypatch.setenv("PTYSCOPE_FFTW_WISDOM", str(tmp_path / "mine.json"))
+    assert fft_backend._wisdom_path("fftw", "patient") == tmp_path / "mine.json"
+
+
+#: One transform, checked against numpy's; prints its digest and describe().
+_TRANSFORM = """
+import hashlib, numpy, torch
+torch.set_num_threads(1)
+from ptyscope.physics import fft_backend
+x = torch.randn((6, 48, 50), dtype=torch.complex64, generator=torch.Generator().manual_seed(3))
+y = fft_backend.fft2(x).numpy()
+expected = numpy.fft.fft2(x.numpy())
+assert numpy.abs(y - expected).max() < 2e-5 * numpy.abs(expected).max()
+print(hashlib.sha1(y.tobytes()).hexdigest(), fft_backend.describe(), sep="|")
+"""
+
+#: Whether FFTW can make the plan of _TRANSFORM from wisdom alone (FFTW_WISDOM_ONLY),
+#: before and after reading the file given as argv[1].
+_FROM_WISDOM_ONLY = """
+import sys, pathlib, pyfftw
+from ptyscope.physics import fft_backend
+
+def plan():
+    a = pyfftw.empty_aligned((6, 48, 50), dtype="complex64")
+    b = pyfftw.empty_aligned((6, 48, 50), dtype="complex64")
+    try:
+        pyfftw.FFTW(a, b, axes=(-2, -1), flags=("FFTW_MEASURE", "FFTW_WISDOM_ONLY"), threads=1)
+    except RuntimeError:
+        return "no"
+    return "yes"
+
+before = plan()
+fft_backend._read_wisdom(pathlib.Path(sys.argv[1]), complain=True)
+print(before, plan())
+"""
+
+
+def _python(
+    code: str, env: dict[str, str], *args: str, strict: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (FFTW's wisdom is process-wide, and the planner is
+    read at import); with ``strict`` a RuntimeWarning ends it."""
+    warnings = ["-W", "error::RuntimeWarning"] if strict else []
+    return subprocess.run(
+        [sys.executable, *warnings, "-c", code, *args],
+        env={**os.environ, "PTYSCOPE_FFT": "fftw", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_measured_plan_is_kept_and_every_later_process_uses_it(tmp_path: Path) -> None:
+    pytest.importorskip("pyfftw")
+    wisdom = tmp_path / "cache" / "wisdom.json"
+    env = {"PTYSCOPE_FFTW_PLANNER": "measure", "PTYSCOPE_FFTW_WISDOM": str(wisdom)}
+    first = _python(_TRANSFORM, env)
+    assert first.returncode == 0, first.stderr
+    digest, described = first.stdout.strip().split("|")
+    assert described.endswith(f"(measure, wisdom {wisdom})")
+    stored = json.loads(wisdom.read_text())
+    assert sorted(stored) == sorted(fft_backend._PRECISIONS)
+    assert "fftwf_wisdom" in stored["single"]  # complex64: single precision
+    written = wisdom.read_bytes()
+    # FFTW can rebuild the measured plan from the file alone, and not without it
+    check = _python(_FROM_WISDOM_ONLY, {}, str(wisdom))
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.split() == ["no", "yes"]
+    # the next process takes the plan from the file: same bits, nothing new to write
+    second = _python(_TRANSFORM, env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().split("|")[0] == digest
+    assert wisdom.read_bytes() == written
+
+
+def test_a_damaged_wisdom_file_is_reported_and_replaced(tmp_path: Path) -> None:
+    pytest.importorskip("pyfftw")
+    wisdom = tmp_path / "wisdom.json"
+    garbage = {p: "(fftw-3.3 fftwf_wisdom #x0 (not wisdom" for p in fft_backend._PRECISIONS}
+    wisdom.write_text(json.dumps(garbage))
+    env = {"PTYSCOPE_FFTW_PLANNER": "measure", "PTYSCOPE_FFTW_WISDOM": str(wisdom)}
+    damaged = _python(_TRANSFORM, env)  # -W error: the warning ends the process
+    assert damaged.returncode != 0
+    assert f"ignoring the FFTW wisdom file {wisdom}" in damaged.stderr
+    run = _python(_TRANSFORM, env, strict=False)
+    assert run.returncode == 0, run.stderr
+    assert "ignoring the FFTW wisdom file" in run.stderr
+    assert sorted(json.loads(wisdom.read_text())) == sorted(fft_backend._PRECISIONS)
+
+
+def test_wisdom_that_cannot_be_written_costs_only_a_warning(tmp_path: Path) -> None:
+    pytest.importorskip("pyfftw")
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a directory")
+    env = {"PTYSCOPE_FFTW_PLANNER": "measure", "PTYSCOPE_FFTW_WISDOM": str(blocker / "w.json")}
+    run = _python(_TRANSFORM, env, strict=False)
+    assert run.returncode == 0, run.stderr
+    assert f"could not write the FFTW wisdom file {blocker / 'w.json'}" in run.stderr
+    assert blocker.read_text() == "not a directory"

@@ -2,9 +2,8 @@
 installed, ``torch.fft`` everywhere else.
 
 On the CPU the multislice iteration is bound by its 2D transforms of (…, ny, nx) complex
-waves. torch's CPU FFT is MKL's; on the 2-core AMD EPYC development machine, batches of
-32 complex64 98 × 98 transforms took 17–22 µs per transform with torch, 15.7 µs with FFTW
-planned by ``FFTW_ESTIMATE``, 13.6 µs by ``FFTW_MEASURE`` and 12.4 µs by ``FFTW_PATIENT``.
+waves. torch's CPU FFT is MKL's, and FFTW's planned transforms are faster than it on the
+2-core AMD EPYC development machine (figures under ``PTYSCOPE_FFTW_PLANNER`` below).
 The transforms here are the unnormalised sums of both directions,
 
     fft2:  X[k] = Σ_r x[r]·exp(−2πi k·r/N)        ifft2:  x[r] = Σ_k X[k]·exp(+2πi k·r/N)
@@ -23,16 +22,32 @@ Environment variables, read once at import:
     comparison, the suite's most rounding-sensitive, came out at 0.23 / 0.13 of its
     limits (object / probe) with FFTW against 0.22 / 0.08 with torch, one thread each.
 ``PTYSCOPE_FFTW_PLANNER``
-    ``estimate`` (the default), ``measure`` or ``patient``. FFTW's ``MEASURE`` and
-    ``PATIENT`` planners time candidate algorithms and keep the fastest, so which one a
-    process gets depends on the machine's load at that moment; the algorithms round
-    differently, so two processes can give results that differ in the last bits, and a
-    reconstruction's trajectory can follow them (a tomography test's resolution moved
-    from 0.93 to 1.18 Å on one axis between two runs of the same tutorial). ``estimate``
-    picks by rule: the same algorithm in every process and for any thread count, so runs
-    repeat to the bit. ``patient`` is the fastest (the PtyRAD case of issue 10 with 4
-    probe modes: 1.39–1.41 s per iteration against 1.62 s with ``estimate``) and costs
-    about a second of planning per new shape.
+    ``measure`` (the default), ``patient`` or ``estimate``. ``measure`` and ``patient``
+    time candidate algorithms and keep the fastest; ``estimate`` picks by rule. On the
+    2-core development machine (batches of 64 complex64 98 × 98 transforms, 2 threads):
+    14.5 µs per transform with ``estimate``, 12.6 µs with ``measure`` (10 ms of
+    planning), 11.7–12.0 µs with ``patient`` (0.45 s of planning), 14.6–15.3 µs with
+    torch's; the PtyRAD case of issue 10 with 4 probe modes took 1.64–1.69 s per
+    iteration with ``estimate`` and 1.44–1.48 s with ``measure`` or ``patient``.
+    Algorithms round differently, so which plan a process gets decides the last bits of
+    its results, and a reconstruction's trajectory can follow them (a tomography test's
+    resolution moved from 0.93 to 1.18 Å on one axis between two plans). The timed
+    planners therefore keep their choices in a wisdom file (below): the plan measured
+    once for a shape is the plan every later process on the machine uses, so runs repeat
+    to the bit from the first. ``estimate`` neither reads nor writes wisdom; its plans
+    are the same in every process and on every machine with the same instruction set
+    (the test suite runs with it, ``tests/conftest.py``).
+``PTYSCOPE_FFTW_WISDOM``
+    The wisdom file of the timed planners: a path, or ``off`` (or empty) to measure
+    again in every process. Default: ``$XDG_CACHE_HOME/ptyscope`` (``~/.cache/ptyscope``)
+    ``/fftw-wisdom-<key>.json``, where the key names the CPU model, the architecture and
+    pyFFTW's version (wisdom measured on one CPU is valid on another, but not the fastest
+    there). The file is read before the first plan and written atomically after each new
+    one, merged under a lock with what other processes have written meanwhile. Two
+    processes that measure the same new shape at the same moment may choose differently;
+    the later write wins for every process after them. An unreadable file is reported by
+    a warning and replaced; wisdom that cannot be written costs only the next process's
+    planning time.
 
 FFTW serves only CPU tensors of complex64/complex128 that are contiguous, not conjugate
 views and aligned as its plan needs; any other tensor, and every CUDA tensor, goes to
@@ -43,17 +58,31 @@ the last arrays it transformed until its next call.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import platform
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["BACKEND", "PLANNER", "describe", "fft2", "fftw_log", "ifft2", "torch_transforms"]
+__all__ = [
+    "BACKEND",
+    "PLANNER",
+    "WISDOM",
+    "describe",
+    "fft2",
+    "fftw_log",
+    "ifft2",
+    "torch_transforms",
+]
 
 _CHOICES = ("auto", "torch", "fftw")
 
@@ -88,13 +117,53 @@ def describe() -> str:
     ``"fftw <pyFFTW version> (<planner>)"``."""
     if BACKEND == "torch":
         return "torch"
-    return f"fftw {getattr(_PYFFTW, '__version__', '?')} ({PLANNER})"
+    planner = PLANNER if WISDOM is None else f"{PLANNER}, wisdom {WISDOM}"
+    return f"fftw {getattr(_PYFFTW, '__version__', '?')} ({planner})"
 
 
+def _wisdom_path(backend: str, planner: str) -> Path | None:
+    """The timed planners' wisdom file (module docstring), or None (torch's transforms,
+    ``estimate``, or ``PTYSCOPE_FFTW_WISDOM=off``)."""
+    if backend != "fftw" or planner == "estimate":
+        return None
+    chosen = os.environ.get("PTYSCOPE_FFTW_WISDOM")
+    if chosen is not None:
+        chosen = chosen.strip()
+        if chosen.lower() in ("", "off", "none"):
+            return None
+        return Path(chosen).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "ptyscope" / f"fftw-wisdom-{_machine_key()}.json"
+
+
+def _machine_key() -> str:
+    """12 hex digits naming the CPU model, the architecture and pyFFTW's version."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    model = model or platform.processor()
+    version = getattr(_PYFFTW, "__version__", "?")
+    text = f"{platform.machine()}|{model}|{version}"
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+#: PTYSCOPE_FFTW_PLANNER's choices, the default first
+_PLANNERS = ("measure", "patient", "estimate")
 #: "fftw" or "torch": what CPU tensors use.
 BACKEND, _PYFFTW = _choose()
-#: FFTW's planner (module docstring): "estimate" (deterministic), "measure" or "patient"
-PLANNER = _setting("PTYSCOPE_FFTW_PLANNER", ("estimate", "measure", "patient"))
+#: FFTW's planner (module docstring): "measure" (timed, kept in WISDOM), "patient" or
+#: "estimate" (by rule, no wisdom)
+PLANNER = _setting("PTYSCOPE_FFTW_PLANNER", _PLANNERS)
+#: where the timed planners keep their plans, or None (module docstring)
+WISDOM = _wisdom_path(BACKEND, PLANNER)
+#: the FFTW precisions in the order pyFFTW's export_wisdom/import_wisdom use
+_PRECISIONS = ("double", "single", "long double")
+_WISDOM_READ = False
 _PLAN_LOCK = threading.Lock()
 _LOCAL = threading.local()
 #: seconds FFTW's timed planners may spend on one shape (once per shape, direction and
@@ -233,8 +302,13 @@ def _make_plan(
     # Planning with FFTW_MEASURE overwrites the arrays: plan on scratch ones.
     scratch_in = _PYFFTW.empty_aligned(shape, dtype=numpy_dtype)
     scratch_out = scratch_in if inplace else _PYFFTW.empty_aligned(shape, dtype=numpy_dtype)
+    global _WISDOM_READ
     with _PLAN_LOCK:
-        return _PYFFTW.FFTW(
+        if WISDOM is not None and not _WISDOM_READ:
+            _WISDOM_READ = True
+            _read_wisdom(WISDOM, complain=True)
+        before = _PYFFTW.export_wisdom() if WISDOM is not None else None
+        plan = _PYFFTW.FFTW(
             scratch_in,
             scratch_out,
             axes=(-2, -1),
@@ -243,3 +317,63 @@ def _make_plan(
             threads=threads,
             planning_timelimit=_PLANNING_LIMIT_S,
         )
+        if WISDOM is not None and _PYFFTW.export_wisdom() != before:
+            _write_wisdom(WISDOM)
+        return plan
+
+
+def _read_wisdom(path: Path, complain: bool) -> None:
+    """Add the wisdom in ``path`` (if any) to FFTW's; an unreadable file is warned about
+    when ``complain`` and otherwise ignored (the next write replaces it)."""
+    try:
+        stored = json.loads(path.read_text(encoding="ascii"))
+        accepted = _PYFFTW.import_wisdom(tuple(stored[p].encode("ascii") for p in _PRECISIONS))
+        if not all(accepted):
+            raise ValueError(f"FFTW rejected the wisdom of {accepted.count(False)} precisions")
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError, UnicodeError) as error:
+        if complain:
+            warnings.warn(
+                f"ignoring the FFTW wisdom file {path} ({error}); it will be replaced "
+                "(PTYSCOPE_FFTW_WISDOM names another file, or 'off')",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+
+def _write_wisdom(path: Path) -> None:
+    """Merge FFTW's wisdom with the file's (other processes may have added to it) and
+    replace the file atomically, under an advisory lock where the OS has one."""
+    from ptyscope.io.atomic import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(path.with_name(path.name + ".lock")):
+            _read_wisdom(path, complain=False)
+            wisdom = zip(_PRECISIONS, _PYFFTW.export_wisdom(), strict=True)
+            text = json.dumps({precision: w.decode("ascii") for precision, w in wisdom})
+            with atomic_path(path) as temporary:
+                temporary.write_text(text, encoding="ascii")
+    except OSError as error:
+        warnings.warn(
+            f"could not write the FFTW wisdom file {path} ({error}); the next process "
+            "plans its transforms again",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): the atomic replace still holds
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

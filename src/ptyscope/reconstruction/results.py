@@ -18,8 +18,8 @@ Layout::
     provenance             attrs seed, deterministic, threads, processes (torchrun
                            world size), python, platform, the versions of ptyscope,
                            torch, numpy, scipy, h5py, and fft (the CPU transforms:
-                           "torch" or "fftw <version> (<planner>)"): what a
-                           bit-identical rerun needs
+                           "torch" or "fftw <version> (<planner>[, wisdom
+                           <file>])"): what a bit-identical rerun needs
     /                      attrs tilt_x_mrad, tilt_y_mrad, slice_thickness_ang,
                            total_thickness_ang, energy_ev, semiangle_mrad, iterations,
                            device, software, format = "ptyscope-result"
