@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ptyscope._device import keep_freed_blocks
 from ptyscope.config import PropagatorConfig, ReconstructionConfig
 from ptyscope.data.readers import read_4dstem
 from ptyscope.io.atomic import remove_stale_temporaries
@@ -125,6 +126,8 @@ def build_run(
 
     ``parallel``: this process's place in a torchrun run (``None`` = a single process).
     """
+    if torch.device(device).type == "cpu":
+        keep_freed_blocks()  # reuse freed waves instead of fresh pages (its docstring)
     data = config.data
     path = data.path if data.path.is_absolute() else base_dir / data.path
     dataset = read_4dstem(path, data.format, **data.reader_options())
