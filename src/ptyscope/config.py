@@ -463,6 +463,11 @@ class OptimizationConfig(_Model):
     seed: int = 0
     #: Multiply every learning rate by this after each iteration (1 = constant).
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
+    #: Write the parameters of the lowest loss instead of the last (the result's
+    #: kept_iteration says which); the run itself goes on to the end. The loss is measured
+    #: on the parameters an iteration starts from; with mini-batches the parameters move
+    #: during it, so the pick is approximate there.
+    keep_best: bool = False
     #: Most patterns per forward/backward pass; a batch is split into equal chunks. "auto":
     #: on the CPU, chunks whose waves fit the cores' caches (fastest there); 64 on a GPU
     #: (``ptyscope.reconstruction.chunking``). Lower it when memory is short.

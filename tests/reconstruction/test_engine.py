@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
+from ptyscope.config import ReconstructionConfig, load_config
 from ptyscope.reconstruction.constraints import (
     AmplitudeLimit,
     BandLimit,
@@ -21,6 +25,9 @@ from ptyscope.reconstruction.engine import Engine, EngineSettings
 from ptyscope.reconstruction.forward import PropagatorCache, predict
 from ptyscope.reconstruction.losses import get_loss
 from ptyscope.reconstruction.parameters import GroupSettings, PtychoParameters
+from ptyscope.reconstruction.run import run_reconstruction
+from ptyscope.report.reconstruction_report import write_report
+from tests.reliability._runs import write_case
 
 from ._data import A, srtio3
 
@@ -271,3 +278,75 @@ def test_interleaved_scan_halves_share_the_object_grid() -> None:
     torch.testing.assert_close(even.measured, whole.measured[checkerboard])
     with pytest.raises(ValueError, match="scan_half must be"):
         prepare(sim.dataset, scan_half="left", **kwargs)
+
+
+def _overshooting_engine(**settings: object) -> Engine:
+    """Full-batch Adam with a step so large that the loss passes its minimum and rises."""
+    chosen: dict[str, object] = {"keep_best": True, **settings}
+    return _small_engine(groups={"object": GroupSettings(lr=0.3)}, iterations=10, **chosen)
+
+
+def _full_loss(engine: Engine) -> float:
+    n = engine.params.num_positions
+    engine.params.zero_grad()
+    return engine._loss_and_backward(torch.arange(n), 0, n)
+
+
+def test_keep_best_lends_the_parameters_of_the_lowest_loss() -> None:
+    engine = _overshooting_engine()
+    losses = engine.run().loss
+    lowest = min(range(len(losses)), key=losses.__getitem__)
+    assert 0 < lowest < len(losses) - 1 and losses[-1] > 1.5 * losses[lowest], losses
+    last = engine.params.object.detach().clone()
+    assert engine.best is not None and engine.best.iteration == lowest
+    with engine.best_parameters() as kept:
+        assert kept == lowest
+        # the loss of the lent parameters is the one that iteration measured
+        assert _full_loss(engine) == pytest.approx(losses[lowest], rel=1e-6)
+        assert not torch.equal(engine.params.object, last)
+    assert torch.equal(engine.params.object.detach(), last)  # the run's own state is back
+    assert engine.iteration == len(losses)
+
+
+def test_without_keep_best_the_last_parameters_are_lent() -> None:
+    engine = _overshooting_engine(keep_best=False)
+    engine.run()
+    last = engine.params.object.detach().clone()
+    assert engine.best is None
+    with engine.best_parameters() as kept:
+        assert kept == engine.iteration == 10
+        assert torch.equal(engine.params.object.detach(), last)
+
+
+def test_keep_best_survives_a_checkpoint(tmp_path: Path) -> None:
+    whole = _overshooting_engine()
+    whole.run()
+    first = _overshooting_engine()
+    first.run(stop_after=6)
+    first.save_checkpoint(tmp_path / "run.ckpt.pt")
+    resumed = _overshooting_engine()
+    resumed.load_checkpoint(tmp_path / "run.ckpt.pt")
+    resumed.run()
+    assert whole.best is not None and resumed.best is not None
+    assert (resumed.best.iteration, resumed.best.loss) == (whole.best.iteration, whole.best.loss)
+    for key, value in whole.best.params.items():
+        assert torch.equal(resumed.best.params[key], value), key
+
+
+def test_a_run_with_keep_best_writes_the_parameters_of_its_lowest_loss(tmp_path: Path) -> None:
+    config_path = write_case(tmp_path, iterations=6, batch_size='"full"', checkpoint_every=100)
+    text = config_path.read_text().replace("[optimization]\n", "[optimization]\nkeep_best = true\n")
+    config_path.write_text(text.replace("[object]\n", "[object]\nlr = 0.3\n"))
+    config = load_config(config_path, ReconstructionConfig)
+    run = run_reconstruction(config, base_dir=tmp_path, progress=False, write_html_report=False)
+    with h5py.File(run.result_path) as handle:
+        losses = handle["history/loss"][()]
+        kept = int(handle.attrs["kept_iteration"])
+        written = handle["object"][()]
+        assert int(handle.attrs["iterations"]) == 6
+    assert run.engine.best is not None
+    assert kept == int(np.argmin(losses)) == run.engine.best.iteration
+    assert np.array_equal(written, run.engine.best.params["object"].numpy())
+    assert not np.array_equal(written, run.engine.params.object.detach().numpy())
+    page = write_report(run.result_path, tmp_path / "report").read_text()
+    assert f"after {kept} iterations, the lowest loss ({losses[kept]:.4g})" in page

@@ -18,10 +18,20 @@ iteration; after ``max_rollbacks`` failures in a row the run stops with
 :class:`NumericalError` and keeps the last good state (and its checkpoint). A loss that
 climbs for ``divergence_window`` iterations is reported as an :class:`Event` (and a
 warning) but the run goes on: a rising loss can be a schedule turning on a new group.
+
+Lowest loss (``keep_best``): an iteration's loss is measured on the parameters it starts
+from (the whole of it with one full batch or L-BFGS; with mini-batches while the
+parameters move, so there the pick is approximate). With ``keep_best`` the engine keeps a
+copy of the parameters of the lowest loss so far (:attr:`Engine.best`, in checkpoints
+too), and :meth:`Engine.best_parameters` lends them for writing the result. The run
+itself goes on from its last state, so a resumed run is the same as an uninterrupted one.
+Why: with a constant Adam step a long mixed-object run passes its loss minimum and then
+degrades (docs/mixed_object.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -30,7 +40,7 @@ import pickle
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +61,7 @@ from .parameters import GROUPS, GroupSettings, PtychoParameters
 __all__ = [
     "CHECKPOINT_FORMAT",
     "OPTIMIZERS",
+    "Best",
     "Engine",
     "EngineSettings",
     "Event",
@@ -119,6 +130,9 @@ class EngineSettings:
         A loss that rose in at least 80 % of the last ``divergence_window`` steps and ended
         more than 2 % above where the window began is reported as diverging (Adam's
         late oscillations rise in about half the steps).
+    keep_best:
+        Keep a copy of the parameters of the lowest loss (module docstring); costs one
+        copy of the parameters per iteration.
     """
 
     iterations: int = 20
@@ -143,6 +157,7 @@ class EngineSettings:
     max_rollbacks: int = 3
     rollback_lr_factor: float = 0.5
     divergence_window: int = 10
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or self.iterations < 0:
@@ -189,6 +204,16 @@ class History:
     slice_thickness_ang: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     probe_mode_power: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class Best:
+    """The parameters of the lowest loss so far: ``params`` (a state dict of copies) after
+    ``iteration`` updates, where that iteration measured ``loss``."""
+
+    iteration: int
+    loss: float
+    params: dict[str, torch.Tensor]
 
 
 @dataclass
@@ -282,6 +307,8 @@ class Engine:
         self.events: list[Event] = []
         self._diverging = False
         self.iteration = 0
+        #: The parameters of the lowest loss so far (``settings.keep_best``), else None.
+        self.best: Best | None = None
         #: Settings a checkpoint must have been written with to be resumed here (set by
         #: the run from its config; ``None`` skips the check).
         self.fingerprint: dict[str, Any] | None = None
@@ -371,6 +398,7 @@ class Engine:
         iteration = self.iteration
         n = self.params.num_positions
         start = time.perf_counter()
+        before = self._parameters_copy() if self.settings.keep_best else None
         if self.settings.optimizer == "lbfgs":
 
             def closure() -> torch.Tensor:
@@ -384,6 +412,9 @@ class Engine:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss += self._gradient(batch, iteration, n)
                 self.optimizer.step()
+        better = self.best is None or loss < self.best.loss
+        if before is not None and math.isfinite(loss) and better:
+            self.best = Best(iteration, loss, before)
         if self.settings.lr_decay != 1.0:
             for group in self.optimizer.param_groups:
                 group["lr"] *= self.settings.lr_decay
@@ -423,6 +454,27 @@ class Engine:
                 if every and self.settings.checkpoint_path and self.iteration % every == 0:
                     self.save_checkpoint(self.settings.checkpoint_path)
         return self.history
+
+    def _parameters_copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.params.state_dict().items()}
+
+    @contextlib.contextmanager
+    def best_parameters(self) -> Iterator[int]:
+        """Inside the block the parameters are those of the lowest loss (with
+        ``settings.keep_best`` and at least one iteration; otherwise the current ones);
+        yields how many updates they have had. The current parameters are restored after
+        the block."""
+        if self.best is None or not self.settings.keep_best:
+            yield self.iteration
+            return
+        current = self._parameters_copy()
+        self.params.load_state_dict(self.best.params)
+        self.cache.clear()
+        try:
+            yield self.best.iteration
+        finally:
+            self.params.load_state_dict(current)
+            self.cache.clear()
 
     # ------------------------------------------------------------------ numerical guard
     def guarded_step(self) -> float:
@@ -505,6 +557,7 @@ class Engine:
             "events": [dataclasses.asdict(event) for event in self.events],
             "diverging": self._diverging,
             "constraints": _plain([dataclasses.asdict(c) for c in self.settings.constraints]),
+            "best": None if self.best is None else vars(self.best).copy(),  # no tensor copies
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -514,6 +567,8 @@ class Engine:
         self.events = [Event(**event) for event in state["events"]]
         self._diverging = bool(state["diverging"])
         self.iteration = int(state["iteration"])
+        best = state.get("best")  # absent in checkpoints written before keep_best
+        self.best = None if best is None else Best(**best)
         for constraint, saved in zip(self.settings.constraints, state["constraints"], strict=True):
             for key, value in saved.items():
                 if key != "schedule":

@@ -22,6 +22,7 @@ Layout::
                            <file>])"): what a bit-identical rerun needs
     /                      attrs tilt_x_mrad, tilt_y_mrad, slice_thickness_ang,
                            total_thickness_ang, energy_ev, semiangle_mrad, iterations,
+                           kept_iteration (the updates the written parameters have had),
                            device, software, format = "ptyscope-result"
 """
 
@@ -77,8 +78,11 @@ def write_result(
     config_text: str | None = None,
     seed: int = 0,
     deterministic: bool = False,
+    kept_iteration: int | None = None,
 ) -> None:
-    """Write the state of a reconstruction as the result file."""
+    """Write the state of a reconstruction as the result file; ``kept_iteration``: the
+    updates the written parameters have had (default: all, ``engine.iteration``; fewer
+    when the run keeps those of its lowest loss, :meth:`Engine.best_parameters`)."""
     params = setup.params
     tilt = params.tilt.detach().cpu().double().numpy()
     thickness = float(params.thickness.detach())
@@ -112,6 +116,9 @@ def write_result(
         handle.attrs["energy_ev"] = float(energy_ev)
         handle.attrs["semiangle_mrad"] = float(semiangle_mrad)
         handle.attrs["iterations"] = engine.iteration
+        handle.attrs["kept_iteration"] = (
+            engine.iteration if kept_iteration is None else kept_iteration
+        )
         handle.attrs["device"] = str(params.object.device)
         history = handle.create_group("history")
         for key, values in asdict(engine.history).items():

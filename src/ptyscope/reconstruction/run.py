@@ -74,6 +74,7 @@ RESUMABLE_CHANGES = (
     "optimization.device",
     "optimization.max_rollbacks",
     "optimization.memory_check",
+    "optimization.keep_best",
     "data.path",
     "output.path",
     "output.report",
@@ -212,6 +213,7 @@ def build_run(
         checkpoint_path=checkpoint_path(result_path),
         progress=progress,
         max_rollbacks=opt.max_rollbacks,
+        keep_best=opt.keep_best,
     )
     engine = Engine(
         setup.params, setup.measured, setup.cache, settings, setup.grid_shape, parallel=parallel
@@ -313,16 +315,18 @@ def run_reconstruction(
     if not parallel.is_main:  # rank 0 writes the files; the others wait until it has
         parallel.barrier()
         return run
-    write_result(
-        run.result_path,
-        run.setup,
-        run.engine,
-        energy_ev=run.energy_ev,
-        semiangle_mrad=run.semiangle_mrad,
-        config_text=config_text,
-        seed=opt.seed,
-        deterministic=opt.deterministic,
-    )
+    with run.engine.best_parameters() as kept:  # the last ones unless keep_best
+        write_result(
+            run.result_path,
+            run.setup,
+            run.engine,
+            energy_ev=run.energy_ev,
+            semiangle_mrad=run.semiangle_mrad,
+            config_text=config_text,
+            seed=opt.seed,
+            deterministic=opt.deterministic,
+            kept_iteration=kept,
+        )
     if write_html_report:
         report = config.output.report
         folder = (

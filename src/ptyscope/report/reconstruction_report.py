@@ -308,6 +308,12 @@ def _table_rows(
         ("object states", f"{states}{weights}"),
         ("iterations", _fmt(iterations, ".0f")),
         ("final loss", "n/a" if loss is None or len(loss) == 0 else f"{loss[-1]:.4g}"),
+    ]
+    kept = run.number("kept_iteration")
+    if kept is not None and iterations is not None and kept != iterations:
+        lowest = "" if loss is None or kept >= len(loss) else f" ({loss[int(kept)]:.4g})"
+        rows.append(("parameters written", f"after {kept:.0f} iterations, the lowest loss{lowest}"))
+    rows += [
         (
             "time per iteration",
             "n/a"
