@@ -151,6 +151,7 @@ def test_two_stage_example_configs_are_valid(stage: int) -> None:
     if stage == 2:
         assert config.object.states >= 10 and not config.probe.fit
         assert config.init.result is not None and config.probe.modes == 4
+        assert config.optimization.keep_best  # a long stage 2 passes its loss minimum
 
 
 def test_full_batch_is_spelled_full_in_toml(tmp_path: Path) -> None:
