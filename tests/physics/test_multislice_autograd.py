@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ptyscope.physics import multislice_autograd
 from ptyscope.physics.multislice import extract_patches, multislice_exit_waves
 from ptyscope.physics.multislice_autograd import (
     gather_windows,
@@ -195,6 +196,46 @@ def test_object_windows_equal_gather_then_multislice(
     _assert_same_values_and_gradients(
         fast_fn, slow_fn, [probe, obj, propagator], weights, ("probe", "object", "propagator")
     )
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 5, 7])
+def test_grouped_scatter_add_equals_autograd(group: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object gradient is scatter-added a group of slices at a time (groups that
+    divide the 5 slices, that do not, and that exceed them), with 2 states whose
+    gradients sit in strided slots."""
+    monkeypatch.setattr(multislice_autograd, "_scatter_group", lambda *_: group)
+    generator = torch.Generator().manual_seed(8)
+    window = (5, 6)
+    corners = torch.tensor([[0, 0], [2, 3], [6, 7]])
+    obj = _complex(generator, 2, 5, 11, 13)
+    probe = _complex(generator, 3, 2, *window)
+    propagator = _complex(generator, *window)
+    weights = _complex(generator, 3, 2, 2, *window)
+
+    def fast_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return multislice_object_waves(p, o, corners, q)
+
+    def slow_fn(p: torch.Tensor, o: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return _reference_waves(p, _reference_windows(o, corners, window), q)
+
+    _assert_same_values_and_gradients(
+        fast_fn, slow_fn, [probe, obj, propagator], weights, ("probe", "object", "propagator")
+    )
+
+
+def test_scatter_group_follows_threads_slices_and_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    obj = torch.zeros(2, 20, 4, 4, dtype=torch.complex64)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert multislice_autograd._scatter_group(obj, 1000, 20) == 4
+    assert multislice_autograd._scatter_group(obj, 1000, 3) == 3
+    # 2 states × 8 bytes × pixels: 16 MiB hold three slots of 2.7 MiB, not four
+    pixels = (16 * 2**20) // (3 * 2 * 8)
+    assert multislice_autograd._scatter_group(obj, pixels, 20) == 3
+    assert multislice_autograd._scatter_group(obj, 10**9, 20) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert multislice_autograd._scatter_group(obj, 1000, 20) == 1
 
 
 def _transmission(generator: torch.Generator, *shape: int) -> torch.Tensor:
