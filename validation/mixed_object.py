@@ -49,8 +49,11 @@ The data are simulated without the ⅔ anti-aliasing band limit, on the sampling
 reconstruction then uses (0.12 Å), so that the reconstruction's model can represent the
 true states; ``--antialias`` restores the band limit for comparison.
 
+``--fixed-probe`` is a diagnostic: stage 1 keeps the simulation's probe instead of
+fitting it, which separates the probe's errors from the states' (docs/mixed_object.md).
+
 Run: ``python validation/mixed_object.py [--cells 3] [--states 12] [--iterations 300]
-[--only correlated] [--antialias]`` (about 15 minutes per dataset on 2 cores at the
+[--only correlated] [--antialias] [--fixed-probe]`` (about 15 minutes per dataset on 2 cores at the
 defaults).
 """
 
@@ -134,9 +137,11 @@ def reconstruct(
     iterations: int,
     every: int,
     optimizer: str = "adam",
+    fixed_probe: bool = False,
 ) -> Iterator[tuple[int, Path]]:
     """Stage 1, then stage 2 in segments of ``every`` iterations (resumed exactly from its
-    checkpoint); yields (stage-2 iterations done, result) after each segment."""
+    checkpoint); yields (stage-2 iterations done, result) after each segment.
+    ``fixed_probe``: stage 1 keeps the simulation's probe instead of fitting it."""
     supercell, u = snapshots(case, cells, states)
     n = round(cells * A / STEP_ANG)
     sim = simulate_4dstem(
@@ -166,7 +171,8 @@ def reconstruct(
             raw[key] = {**raw[key], **values} if key in raw else values
         return ReconstructionConfig.model_validate(raw)
 
-    stage1 = run_reconstruction(config("stage1"), progress=False, write_html_report=False)
+    stage1_config = config("stage1", probe={"fit": False}) if fixed_probe else config("stage1")
+    stage1 = run_reconstruction(stage1_config, progress=False, write_html_report=False)
     stage2 = config(
         "stage2",
         probe={"fit": False},
@@ -293,6 +299,11 @@ def main() -> None:
     parser.add_argument(
         "--antialias", action="store_true", help="simulate with the ⅔ band limit (inconsistent)"
     )
+    parser.add_argument(
+        "--fixed-probe",
+        action="store_true",
+        help="diagnostic: stage 1 keeps the simulation's probe (no probe is fitted at all)",
+    )
     args = parser.parse_args()
     global ANTIALIAS_FRACTION
     ANTIALIAS_FRACTION = 2.0 / 3.0 if args.antialias else None
@@ -314,6 +325,7 @@ def main() -> None:
                 args.iterations,
                 args.every,
                 args.optimizer,
+                args.fixed_probe,
             )
             for done, result in segments:
                 r = analyse(result, case, args.cells, args.states)
