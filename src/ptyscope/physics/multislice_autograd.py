@@ -174,7 +174,7 @@ class _ObjectSource:
         self.flat = _flat_indices(self.corners, window, self.big, periodic)
         self.periodic = periodic
         self.grad: torch.Tensor | None = None
-        self.group = _scatter_group(obj, self.batch * window[0] * window[1], self.slices)
+        self.group = _scatter_group(obj, self.flat.numel(), self.slices)  # B·ny·nx pixels
         self._slots: torch.Tensor | None = None  # (S, group, B·ny·nx): pending slices
         self._lent: torch.Tensor | None = None
 
@@ -189,8 +189,7 @@ class _ObjectSource:
 
     def start_backward(self) -> None:
         self.grad = torch.zeros_like(self.obj).reshape(*self.obj.shape[:2], -1)
-        pixels = self.flat.numel()
-        self._slots = self.obj.new_empty((self.states, self.group, pixels))
+        self._slots = self.obj.new_empty((self.states, self.group, self.flat.numel()))
 
     def gradient_out(self, j: int) -> torch.Tensor:
         """The (B, S, ny, nx) slot that slice j's gradient may be written into."""
