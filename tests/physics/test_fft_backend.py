@@ -71,6 +71,9 @@ def test_the_provenance_names_the_transforms(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(fft_backend, "PLANNER", "measure")
     monkeypatch.setattr(fft_backend, "WISDOM", Path("/cache/w.json"))
     assert fft_backend.describe() == f"fftw {pyfftw.__version__} (measure, wisdom /cache/w.json)"
+    monkeypatch.setenv("HOME", "/home/someone")  # results are shared: no user names in them
+    monkeypatch.setattr(fft_backend, "WISDOM", Path("/home/someone/.cache/w.json"))
+    assert fft_backend.describe() == f"fftw {pyfftw.__version__} (measure, wisdom ~/.cache/w.json)"
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])

@@ -114,11 +114,20 @@ def _choose() -> tuple[str, Any]:
 
 def describe() -> str:
     """The transforms CPU tensors get, for a result's provenance: ``"torch"`` or
-    ``"fftw <pyFFTW version> (<planner>)"``."""
+    ``"fftw <pyFFTW version> (<planner>[, wisdom <file>])"``. A wisdom file under the
+    user's home directory is written as ``~/…``: results are shared, user names need not
+    be."""
     if BACKEND == "torch":
         return "torch"
-    planner = PLANNER if WISDOM is None else f"{PLANNER}, wisdom {WISDOM}"
+    planner = PLANNER if WISDOM is None else f"{PLANNER}, wisdom {_home_as_tilde(WISDOM)}"
     return f"fftw {getattr(_PYFFTW, '__version__', '?')} ({planner})"
+
+
+def _home_as_tilde(path: Path) -> str:
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except (ValueError, RuntimeError):  # not under home, or no home to resolve
+        return str(path)
 
 
 def _wisdom_path(backend: str, planner: str) -> Path | None:
