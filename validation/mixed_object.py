@@ -18,7 +18,7 @@ Four datasets, each the incoherent sum over M frozen configurations:
 Each is reconstructed with the two-stage preset:
 
 1. one object state with the probe fitted (4 probe modes for the coherence case);
-2. M object states with the probe modes fixed.
+2. M object states, the probe modes held for 150 iterations and then fitted with them.
 
 Per state, the column positions are measured on the phase summed over the slices. The
 script then prints:
@@ -51,10 +51,18 @@ true states; ``--antialias`` restores the band limit for comparison.
 
 ``--fixed-probe`` is a diagnostic: stage 1 keeps the simulation's probe instead of
 fitting it, which separates the probe's errors from the states' (docs/mixed_object.md).
+Stage 2 fits the probe again from its iteration 150 on (``--refit-probe START``), once the
+states carry the thermal scattering that the stage-1 probe partly took up;
+``--hold-probe`` keeps the stage-1 probe throughout, as the preset did before 2026-11-24.
+``--fixed-probe`` implies it.
+``--workdir DIR`` keeps the data, results and checkpoints; the same command with more
+``--iterations`` goes on with stage 2 from its last checkpoint.
 
-Run: ``python validation/mixed_object.py [--cells 3] [--states 12] [--iterations 300]
-[--only correlated] [--antialias] [--fixed-probe]`` (about 15 minutes per dataset on 2 cores at the
-defaults).
+Run: ``python validation/mixed_object.py [--cells 3] [--states 12] [--iterations 800]
+[--only correlated] [--antialias] [--fixed-probe | --hold-probe] [--refit-probe 150]
+[--workdir DIR]``
+(800 stage-2 iterations by default: about 30 minutes per dataset on 2 cores, 2 hours for
+the partially coherent one with its 4 probe modes).
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ from pathlib import Path
 import ase
 import h5py
 import numpy as np
+import torch
 
 from ptyscope.analysis.columns import Lattice, assign_sites
 from ptyscope.analysis.dispersion import branch_averages, kong_dispersion
@@ -92,7 +101,12 @@ from ptyscope.simulation.lattice_dynamics import (
     sample_supercell,
 )
 from ptyscope.simulation.phonons import einstein_displacements
-from ptyscope.simulation.stem4d import ProbeSettings, ScanSettings, simulate_4dstem
+from ptyscope.simulation.stem4d import (
+    ProbeSettings,
+    ScanSettings,
+    SimulationResult,
+    simulate_4dstem,
+)
 
 A, C, LAYERS = 4.0, 3.0, 2
 MASSES_AMU = (87.62, 47.87)  # Sr, Ti
@@ -138,13 +152,64 @@ def reconstruct(
     every: int,
     optimizer: str = "adam",
     fixed_probe: bool = False,
+    refit_probe: int | None = None,
 ) -> Iterator[tuple[int, Path]]:
     """Stage 1, then stage 2 in segments of ``every`` iterations (resumed exactly from its
     checkpoint); yields (stage-2 iterations done, result) after each segment.
-    ``fixed_probe``: stage 1 keeps the simulation's probe instead of fitting it."""
+    ``fixed_probe``: stage 1 keeps the simulation's probe instead of fitting it.
+    ``refit_probe``: stage 2 fits the probe again from that iteration on."""
+    # A --workdir keeps these files, so their names carry what sets their contents apart;
+    # a stage 2 with other settings is refused when it is resumed.
+    tag = f"{case}-{cells}cells-{states}states" + ("-antialias" if ANTIALIAS_FRACTION else "")
+    data = root / f"{tag}.h5"
+    if not data.exists():
+        write_dataset(data, simulate(case, cells, states).dataset)
+    modes = 4 if case == "coherence" else 1
+
+    def config(name: str, **sections: dict[str, object]) -> ReconstructionConfig:
+        raw: dict[str, dict[str, object]] = {
+            "data": {"path": str(data)},
+            "probe": {"defocus_ang": 40.0, "start": 1, "modes": modes, "hold_defocus": True},
+            "object": {"slices": LAYERS, "slice_thickness_ang": C},
+            "optimization": {"iterations": 60, "batch_size": None, "checkpoint_every": 50},
+            "output": {"path": str(root / f"{tag}_{name}.h5")},
+        }
+        for key, values in sections.items():
+            raw[key] = {**raw[key], **values} if key in raw else values
+        return ReconstructionConfig.model_validate(raw)
+
+    stage1_config = (
+        config("stage1-trueprobe", probe={"fit": False}) if fixed_probe else config("stage1")
+    )
+    stage1_result = stage1_config.output.path
+    if not stage1_result.exists():
+        run_reconstruction(stage1_config, progress=False, write_html_report=False)
+    refit = {"fit": True, "start": refit_probe} if refit_probe is not None else {"fit": False}
+    stage2 = config(
+        "stage2",
+        probe=refit,
+        object={"states": states, "state_weights": "equal", "state_noise_rad": 0.02},
+        optimization={"iterations": iterations, "optimizer": optimizer},
+        init={"result": str(stage1_result)},
+    )
+    done, resume = 0, False
+    checkpoint = stage2.output.path.with_suffix(".ckpt.pt")
+    if checkpoint.exists():  # a --workdir of an earlier run: go on from its checkpoint
+        done, resume = int(torch.load(checkpoint, weights_only=False)["iteration"]), True
+    while done < iterations:
+        step = min(every - done % every, iterations - done)  # rows at multiples of every
+        run = run_reconstruction(
+            stage2, progress=False, write_html_report=False, resume=resume, stop_after=step
+        )
+        done, resume = run.engine.iteration, True
+        yield done, run.result_path
+
+
+def simulate(case: str, cells: int, states: int) -> SimulationResult:
+    """The case's 4D-STEM data: the scan covers one period of the supercell."""
     supercell, u = snapshots(case, cells, states)
     n = round(cells * A / STEP_ANG)
-    sim = simulate_4dstem(
+    return simulate_4dstem(
         supercell,
         PROBE,
         ScanSettings((n, n), (STEP_ANG, STEP_ANG), origin_ang=(0.0, 0.0)),
@@ -155,39 +220,6 @@ def reconstruct(
         source_sigma_ang=SOURCE_SIGMA_ANG if case == "coherence" else 0.0,
         antialias_fraction=ANTIALIAS_FRACTION,
     )
-    data = root / f"{case}.h5"
-    write_dataset(data, sim.dataset)
-    modes = 4 if case == "coherence" else 1
-
-    def config(name: str, **sections: dict[str, object]) -> ReconstructionConfig:
-        raw: dict[str, dict[str, object]] = {
-            "data": {"path": str(data)},
-            "probe": {"defocus_ang": 40.0, "start": 1, "modes": modes, "hold_defocus": True},
-            "object": {"slices": LAYERS, "slice_thickness_ang": C},
-            "optimization": {"iterations": 60, "batch_size": None, "checkpoint_every": 50},
-            "output": {"path": str(root / f"{case}_{name}.h5")},
-        }
-        for key, values in sections.items():
-            raw[key] = {**raw[key], **values} if key in raw else values
-        return ReconstructionConfig.model_validate(raw)
-
-    stage1_config = config("stage1", probe={"fit": False}) if fixed_probe else config("stage1")
-    stage1 = run_reconstruction(stage1_config, progress=False, write_html_report=False)
-    stage2 = config(
-        "stage2",
-        probe={"fit": False},
-        object={"states": states, "state_weights": "equal", "state_noise_rad": 0.02},
-        optimization={"iterations": iterations, "optimizer": optimizer},
-        init={"result": str(stage1.result_path)},
-    )
-    done, resume = 0, False
-    while done < iterations:
-        step = min(every, iterations - done)
-        run = run_reconstruction(
-            stage2, progress=False, write_html_report=False, resume=resume, stop_after=step
-        )
-        done, resume = run.engine.iteration, True
-        yield done, run.result_path
 
 
 def exact_branches(q_reduced: np.ndarray) -> np.ndarray:
@@ -290,7 +322,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=3, help="supercell N (N x N x 2 cells)")
     parser.add_argument("--states", type=int, default=12, help="snapshots = object states")
-    parser.add_argument("--iterations", type=int, default=300, help="stage-2 iterations")
+    parser.add_argument("--iterations", type=int, default=800, help="stage-2 iterations")
     parser.add_argument("--only", choices=CASES, action="append")
     parser.add_argument("--every", type=int, default=100, help="print a row every N iterations")
     parser.add_argument(
@@ -304,6 +336,23 @@ def main() -> None:
         action="store_true",
         help="diagnostic: stage 1 keeps the simulation's probe (no probe is fitted at all)",
     )
+    parser.add_argument(
+        "--refit-probe",
+        type=int,
+        default=150,
+        metavar="START",
+        help="stage 2 fits the probe again from its iteration START on (the preset: 150)",
+    )
+    parser.add_argument(
+        "--hold-probe",
+        action="store_true",
+        help="stage 2 keeps the stage-1 probe throughout (the preset before 2026-11-24)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep data, results and checkpoints here; run again to go on with stage 2",
+    )
     args = parser.parse_args()
     global ANTIALIAS_FRACTION
     ANTIALIAS_FRACTION = 2.0 / 3.0 if args.antialias else None
@@ -315,10 +364,12 @@ def main() -> None:
         "branch averages [THz]: rec / truth (same analysis) / exact"
     )
     with tempfile.TemporaryDirectory() as tmp:
+        root = args.workdir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         for case in args.only or CASES:
             start = time.perf_counter()
             segments = reconstruct(
-                Path(tmp),
+                root,
                 case,
                 args.cells,
                 args.states,
@@ -326,6 +377,7 @@ def main() -> None:
                 args.every,
                 args.optimizer,
                 args.fixed_probe,
+                None if args.hold_probe or args.fixed_probe else args.refit_probe,
             )
             for done, result in segments:
                 r = analyse(result, case, args.cells, args.states)

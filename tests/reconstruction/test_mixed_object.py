@@ -149,9 +149,12 @@ def test_two_stage_example_configs_are_valid(stage: int) -> None:
     config = load_config(root / f"mixed_object_stage{stage}.toml", ReconstructionConfig)
     assert config.optimization.batch_size is None  # mixed objects need full batch
     if stage == 2:
-        assert config.object.states >= 10 and not config.probe.fit
-        assert config.init.result is not None and config.probe.modes == 4
-        assert config.optimization.keep_best  # a long stage 2 passes its loss minimum
+        assert config.object.states >= 10 and config.init.result is not None
+        assert config.probe.modes == 4
+        # The probe is fitted again only once the states have moved apart, and the run
+        # keeps its last parameters: the correlations improve past the loss's minimum.
+        assert config.probe.fit and config.probe.start >= 100 and config.probe.hold_defocus
+        assert not config.optimization.keep_best
 
 
 def test_full_batch_is_spelled_full_in_toml(tmp_path: Path) -> None:
