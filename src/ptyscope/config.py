@@ -329,8 +329,9 @@ class InitConfig(_Model):
     ``result``: an earlier ptyscope result of the same data (the two-stage mixed-object
     preset). Stage 1: one object state, several probe modes, fitted (the modes absorb the
     partial coherence). Stage 2: ``init.result`` = stage 1's result, ``object.states`` =
-    10-20 and ``probe.fit = false``: each state starts from stage 1's object with its own
-    random phases, and the probe modes stay as stage 1 found them.
+    10-20 and ``probe.start = 150``: each state starts from stage 1's object with its own
+    random phases, and the probe modes are held as stage 1 found them until the states
+    have moved apart, then fitted with them (docs/mixed_object.md).
 
     ``probe_file`` / ``object_file``: the probe or object of another reconstruction
     (ptyscope, PtyRAD ``model_*.hdf5`` or py4DSTEM ``.h5``), resampled to this run's pixel
