@@ -54,13 +54,15 @@ fitting it, which separates the probe's errors from the states' (docs/mixed_obje
 Stage 2 fits the probe again from its iteration 150 on (``--refit-probe START``), once the
 states carry the thermal scattering that the stage-1 probe partly took up;
 ``--hold-probe`` keeps the stage-1 probe throughout, as the preset did before 2026-11-24.
-``--fixed-probe`` implies it.
+``--fixed-probe`` implies it. ``--probe-stop STOP`` holds the refitted probe again from
+stage 2's iteration STOP on (partially coherent data: the modes first give the thermal
+scattering back to the states, then take it back).
 ``--workdir DIR`` keeps the data, results and checkpoints; the same command with more
 ``--iterations`` goes on with stage 2 from its last checkpoint.
 
 Run: ``python validation/mixed_object.py [--cells 3] [--states 12] [--iterations 800]
 [--only correlated] [--antialias] [--fixed-probe | --hold-probe] [--refit-probe 150]
-[--workdir DIR]``
+[--probe-stop STOP] [--workdir DIR]``
 (800 stage-2 iterations by default: about 30 minutes per dataset on 2 cores, 2 hours for
 the partially coherent one with its 4 probe modes).
 """
@@ -153,11 +155,13 @@ def reconstruct(
     optimizer: str = "adam",
     fixed_probe: bool = False,
     refit_probe: int | None = None,
+    probe_stop: int | None = None,
 ) -> Iterator[tuple[int, Path]]:
     """Stage 1, then stage 2 in segments of ``every`` iterations (resumed exactly from its
     checkpoint); yields (stage-2 iterations done, result) after each segment.
     ``fixed_probe``: stage 1 keeps the simulation's probe instead of fitting it.
-    ``refit_probe``: stage 2 fits the probe again from that iteration on."""
+    ``refit_probe``: stage 2 fits the probe again from that iteration on, until
+    ``probe_stop`` (``None``: to the end)."""
     # A --workdir keeps these files, so their names carry what sets their contents apart;
     # a stage 2 with other settings is refused when it is resumed.
     tag = f"{case}-{cells}cells-{states}states" + ("-antialias" if ANTIALIAS_FRACTION else "")
@@ -184,7 +188,9 @@ def reconstruct(
     stage1_result = stage1_config.output.path
     if not stage1_result.exists():
         run_reconstruction(stage1_config, progress=False, write_html_report=False)
-    refit = {"fit": True, "start": refit_probe} if refit_probe is not None else {"fit": False}
+    refit: dict[str, object] = {"fit": False}
+    if refit_probe is not None:
+        refit = {"fit": True, "start": refit_probe, "stop": probe_stop}
     stage2 = config(
         "stage2",
         probe=refit,
@@ -344,6 +350,12 @@ def main() -> None:
         help="stage 2 fits the probe again from its iteration START on (the preset: 150)",
     )
     parser.add_argument(
+        "--probe-stop",
+        type=int,
+        metavar="STOP",
+        help="stage 2 holds the refitted probe again from its iteration STOP on",
+    )
+    parser.add_argument(
         "--hold-probe",
         action="store_true",
         help="stage 2 keeps the stage-1 probe throughout (the preset before 2026-11-24)",
@@ -378,6 +390,7 @@ def main() -> None:
                 args.optimizer,
                 args.fixed_probe,
                 None if args.hold_probe or args.fixed_probe else args.refit_probe,
+                args.probe_stop,
             )
             for done, result in segments:
                 r = analyse(result, case, args.cells, args.states)

@@ -282,8 +282,14 @@ class ReconProbeConfig(_Model):
     #: Initial probe: "aperture" (disk of the semiangle) or "mean_pattern" (measured
     #: bright-field disk), both with the defocus phase.
     init: Literal["aperture", "mean_pattern"] = "aperture"
+    #: Fit the probe (false: keep the initial probe throughout).
     fit: bool = True
+    #: First iteration (0-based) at which the probe is fitted.
     start: Annotated[int, Field(ge=0)] = 5
+    #: First iteration at which the probe is held again (omit to fit it to the end). In
+    #: stage 2 of the mixed-object preset with several probe modes, the modes first give
+    #: the thermal scattering back to the states, then take it back (docs/mixed_object.md).
+    stop: Annotated[int, Field(ge=1)] | None = None
     #: Step size relative to the probe's initial peak amplitude.
     lr: PositiveFloat = 3e-3
     #: Keep the fitted probe's defocus at its starting value (the other aberrations stay
@@ -291,6 +297,15 @@ class ReconProbeConfig(_Model):
     #: drift in defocus; in stage 1 of the mixed-object preset the drift drained the
     #: object states' variance in stage 2 (docs/mixed_object.md).
     hold_defocus: bool = False
+
+    @model_validator(mode="after")
+    def _stop_after_start(self) -> ReconProbeConfig:
+        if self.stop is not None and self.stop <= self.start:
+            raise ValueError(
+                f"probe.stop must be greater than probe.start ({self.start}), the first "
+                f"iteration at which the probe is fitted; got {self.stop}"
+            )
+        return self
 
 
 class ObjectConfig(_Model):

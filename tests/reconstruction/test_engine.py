@@ -161,6 +161,17 @@ def test_a_chunk_size_below_one_is_refused() -> None:
         _small_engine(chunk_size=0)
 
 
+def test_a_group_is_fitted_from_its_start_until_its_stop() -> None:
+    probe = GroupSettings(lr=1e-2, start=2, stop=4)
+    engine = _small_engine(groups={"object": GroupSettings(lr=1e-2), "probe": probe})
+    moved = []
+    for _ in range(6):
+        before = engine.params.probe.detach().clone()
+        engine.step()
+        moved.append(not torch.equal(engine.params.probe.detach(), before))
+    assert moved == [False, False, True, True, False, False]
+
+
 def test_lbfgs_and_adam_both_reduce_the_loss() -> None:
     for optimizer in ("lbfgs", "adam"):
         engine = _small_engine(optimizer=optimizer, iterations=3)

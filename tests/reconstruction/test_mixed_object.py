@@ -172,6 +172,19 @@ def test_full_batch_is_spelled_full_in_toml(tmp_path: Path) -> None:
     assert load_config(path, ReconstructionConfig).optimization.batch_size is None
 
 
+def test_probe_stop_must_come_after_its_start(tmp_path: Path) -> None:
+    from ptyscope.config import ConfigError, load_config
+
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\npath = "d.h5"\n[probe]\nstart = 150\nstop = 150\n')
+    with pytest.raises(
+        ConfigError, match=r"probe\.stop must be greater than probe\.start \(150\)(.|\n)*got 150"
+    ):
+        load_config(path, ReconstructionConfig)
+    path.write_text('[data]\npath = "d.h5"\n[probe]\nstart = 150\nstop = 250\n')
+    assert load_config(path, ReconstructionConfig).probe.stop == 250
+
+
 def test_no_checkpoints_is_spelled_never_in_toml(tmp_path: Path) -> None:
     from ptyscope.config import ConfigError, load_config
 

@@ -36,6 +36,8 @@ class GroupSettings:
         Fit this group at all.
     start:
         First iteration (0-based) at which it is updated.
+    stop:
+        First iteration at which it is held again (``None``: updated to the end).
     lr:
         Learning rate of its optimiser group (units of the parameter per step).
     """
@@ -43,9 +45,11 @@ class GroupSettings:
     fit: bool = True
     start: int = 0
     lr: float = 1e-3
+    stop: int | None = None
 
     def active(self, iteration: int) -> bool:
-        return self.fit and iteration >= self.start
+        ended = self.stop is not None and iteration >= self.stop
+        return self.fit and iteration >= self.start and not ended
 
 
 class PtychoParameters(nn.Module):

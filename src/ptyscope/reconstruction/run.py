@@ -166,7 +166,9 @@ def build_run(
     if config.probe.fit and config.probe.hold_defocus:
         constraints.append(
             ProbeDefocusHold.from_probe(
-                setup.params.probe, setup.pixel_size_ang, Schedule(start=config.probe.start)
+                setup.params.probe,
+                setup.pixel_size_ang,
+                Schedule(config.probe.start, config.probe.stop),
             )
         )
     if config.object.amplitude_limit or config.object.positive_phase:
@@ -183,7 +185,9 @@ def build_run(
         )
     groups = {
         "object": GroupSettings(lr=config.object.lr),
-        "probe": GroupSettings(config.probe.fit, config.probe.start, config.probe.lr),
+        "probe": GroupSettings(
+            config.probe.fit, config.probe.start, config.probe.lr, config.probe.stop
+        ),
         "positions": GroupSettings(positions.fit, positions.start, positions.lr),
     }
     constraints.extend(_adaptive_propagator(config.propagator, setup, groups))
