@@ -346,7 +346,9 @@ class InitConfig(_Model):
     partial coherence). Stage 2: ``init.result`` = stage 1's result, ``object.states`` =
     10-20 and ``probe.start = 150``: each state starts from stage 1's object with its own
     random phases, and the probe modes are held as stage 1 found them until the states
-    have moved apart, then fitted with them (docs/mixed_object.md).
+    have moved apart, then fitted with them; several modes are held again after 50
+    iterations (``probe.stop = 200``), or they take the scattering back
+    (docs/mixed_object.md).
 
     ``probe_file`` / ``object_file``: the probe or object of another reconstruction
     (ptyscope, PtyRAD ``model_*.hdf5`` or py4DSTEM ``.h5``), resampled to this run's pixel
