@@ -186,7 +186,7 @@ def build_run(
     groups = {
         "object": GroupSettings(lr=config.object.lr),
         "probe": GroupSettings(
-            config.probe.fit, config.probe.start, config.probe.lr, config.probe.stop
+            config.probe.fit, config.probe.start, config.probe.lr, stop=config.probe.stop
         ),
         "positions": GroupSettings(positions.fit, positions.start, positions.lr),
     }
