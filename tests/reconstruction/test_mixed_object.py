@@ -159,41 +159,41 @@ def test_two_stage_example_configs_are_valid(stage: int) -> None:
         assert not config.optimization.keep_best
 
 
-def test_full_batch_is_spelled_full_in_toml(tmp_path: Path) -> None:
-    from ptyscope.config import ConfigError, load_config
+def _load_toml(tmp_path: Path, sections: str) -> ReconstructionConfig:
+    """A reconstruction config read from TOML: ``[data]`` plus ``sections``."""
+    from ptyscope.config import load_config
 
     path = tmp_path / "run.toml"
-    path.write_text('[data]\npath = "d.h5"\n[object]\nstates = 3\n')
+    path.write_text('[data]\npath = "d.h5"\n' + sections)
+    return load_config(path, ReconstructionConfig)
+
+
+def test_full_batch_is_spelled_full_in_toml(tmp_path: Path) -> None:
+    from ptyscope.config import ConfigError
+
     with pytest.raises(
         ConfigError, match=r'object\.states > 1 needs full-batch(.|\n)*batch_size = "full"'
     ):
-        load_config(path, ReconstructionConfig)
-    path.write_text(
-        '[data]\npath = "d.h5"\n[object]\nstates = 3\n[optimization]\nbatch_size = "full"\n'
-    )
-    assert load_config(path, ReconstructionConfig).optimization.batch_size is None
+        _load_toml(tmp_path, "[object]\nstates = 3\n")
+    config = _load_toml(tmp_path, '[object]\nstates = 3\n[optimization]\nbatch_size = "full"\n')
+    assert config.optimization.batch_size is None
 
 
 def test_probe_stop_must_come_after_its_start(tmp_path: Path) -> None:
-    from ptyscope.config import ConfigError, load_config
+    from ptyscope.config import ConfigError
 
-    path = tmp_path / "run.toml"
-    path.write_text('[data]\npath = "d.h5"\n[probe]\nstart = 150\nstop = 150\n')
     with pytest.raises(
         ConfigError, match=r"probe\.stop must be greater than probe\.start \(150\)(.|\n)*got 150"
     ):
-        load_config(path, ReconstructionConfig)
-    path.write_text('[data]\npath = "d.h5"\n[probe]\nstart = 150\nstop = 250\n')
-    assert load_config(path, ReconstructionConfig).probe.stop == 250
+        _load_toml(tmp_path, "[probe]\nstart = 150\nstop = 150\n")
+    assert _load_toml(tmp_path, "[probe]\nstart = 150\nstop = 250\n").probe.stop == 250
 
 
 def test_no_checkpoints_is_spelled_never_in_toml(tmp_path: Path) -> None:
-    from ptyscope.config import ConfigError, load_config
+    from ptyscope.config import ConfigError
 
-    path = tmp_path / "run.toml"
-    path.write_text('[data]\npath = "d.h5"\n[optimization]\ncheckpoint_every = "never"\n')
-    assert load_config(path, ReconstructionConfig).optimization.checkpoint_every is None
-    path.write_text('[data]\npath = "d.h5"\n[optimization]\ncheckpoint_every = "sometimes"\n')
+    config = _load_toml(tmp_path, '[optimization]\ncheckpoint_every = "never"\n')
+    assert config.optimization.checkpoint_every is None
     with pytest.raises(ConfigError, match=r"optimization\.checkpoint_every") as caught:
-        load_config(path, ReconstructionConfig)
+        _load_toml(tmp_path, '[optimization]\ncheckpoint_every = "sometimes"\n')
     assert "sometimes" in str(caught.value)
