@@ -366,6 +366,16 @@ def main() -> None:
         help="keep data, results and checkpoints here; run again to go on with stage 2",
     )
     args = parser.parse_args()
+    if args.probe_stop is not None and (args.hold_probe or args.fixed_probe):
+        parser.error(
+            f"--probe-stop {args.probe_stop} ends a probe refit, and --hold-probe and "
+            "--fixed-probe have none: drop one of them"
+        )
+    if args.probe_stop is not None and args.probe_stop <= args.refit_probe:
+        parser.error(
+            f"--probe-stop must be greater than --refit-probe ({args.refit_probe}), "
+            f"got {args.probe_stop}"
+        )
     global ANTIALIAS_FRACTION
     ANTIALIAS_FRACTION = 2.0 / 3.0 if args.antialias else None
     print(
