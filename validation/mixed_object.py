@@ -56,13 +56,15 @@ states carry the thermal scattering that the stage-1 probe partly took up;
 ``--hold-probe`` keeps the stage-1 probe throughout, as the preset did before 2026-11-24.
 ``--fixed-probe`` implies it. ``--probe-stop STOP`` holds the refitted probe again from
 stage 2's iteration STOP on (partially coherent data: the modes first give the thermal
-scattering back to the states, then take it back).
+scattering back to the states, then take it back). ``--probe-warmup K`` raises the
+refit's step linearly over its first K iterations (Adam's first step otherwise moves every
+probe pixel by the full step and throws the loss up).
 ``--workdir DIR`` keeps the data, results and checkpoints; the same command with more
 ``--iterations`` goes on with stage 2 from its last checkpoint.
 
 Run: ``python validation/mixed_object.py [--cells 3] [--states 12] [--iterations 800]
 [--only correlated] [--antialias] [--fixed-probe | --hold-probe] [--refit-probe 150]
-[--probe-stop STOP] [--workdir DIR]``
+[--probe-stop STOP] [--probe-warmup K] [--workdir DIR]``
 (800 stage-2 iterations by default: about 30 minutes per dataset on 2 cores, 2 hours for
 the partially coherent one with its 4 probe modes).
 """
@@ -156,12 +158,14 @@ def reconstruct(
     fixed_probe: bool = False,
     refit_probe: int | None = None,
     probe_stop: int | None = None,
+    probe_warmup: int = 0,
 ) -> Iterator[tuple[int, Path]]:
     """Stage 1, then stage 2 in segments of ``every`` iterations (resumed exactly from its
     checkpoint); yields (stage-2 iterations done, result) after each segment.
     ``fixed_probe``: stage 1 keeps the simulation's probe instead of fitting it.
     ``refit_probe``: stage 2 fits the probe again from that iteration on, until
-    ``probe_stop`` (``None``: to the end)."""
+    ``probe_stop`` (``None``: to the end), its step rising over ``probe_warmup``
+    iterations."""
     # A --workdir keeps these files, so their names carry what sets their contents apart;
     # a stage 2 with other settings is refused when it is resumed.
     tag = f"{case}-{cells}cells-{states}states" + ("-antialias" if ANTIALIAS_FRACTION else "")
@@ -190,7 +194,7 @@ def reconstruct(
         run_reconstruction(stage1_config, progress=False, write_html_report=False)
     refit: dict[str, object] = {"fit": False}
     if refit_probe is not None:
-        refit = {"fit": True, "start": refit_probe, "stop": probe_stop}
+        refit = {"fit": True, "start": refit_probe, "stop": probe_stop, "warmup": probe_warmup}
     stage2 = config(
         "stage2",
         probe=refit,
@@ -356,6 +360,13 @@ def main() -> None:
         help="stage 2 holds the refitted probe again from its iteration STOP on",
     )
     parser.add_argument(
+        "--probe-warmup",
+        type=int,
+        default=0,
+        metavar="K",
+        help="the refit's step rises linearly to the full step over its first K iterations",
+    )
+    parser.add_argument(
         "--hold-probe",
         action="store_true",
         help="stage 2 keeps the stage-1 probe throughout (the preset before 2026-11-24)",
@@ -366,11 +377,19 @@ def main() -> None:
         help="keep data, results and checkpoints here; run again to go on with stage 2",
     )
     args = parser.parse_args()
-    if args.probe_stop is not None and (args.hold_probe or args.fixed_probe):
+    no_refit = args.hold_probe or args.fixed_probe
+    if args.probe_stop is not None and no_refit:
         parser.error(
             f"--probe-stop {args.probe_stop} ends a probe refit, and --hold-probe and "
             "--fixed-probe have none: drop one of them"
         )
+    if args.probe_warmup and no_refit:
+        parser.error(
+            f"--probe-warmup {args.probe_warmup} eases a probe refit in, and --hold-probe "
+            "and --fixed-probe have none: drop one of them"
+        )
+    if args.probe_warmup < 0:
+        parser.error(f"--probe-warmup must be >= 0, got {args.probe_warmup}")
     if args.probe_stop is not None and args.probe_stop <= args.refit_probe:
         parser.error(
             f"--probe-stop must be greater than --refit-probe ({args.refit_probe}), "
@@ -401,6 +420,7 @@ def main() -> None:
                 args.fixed_probe,
                 None if args.hold_probe or args.fixed_probe else args.refit_probe,
                 args.probe_stop,
+                args.probe_warmup,
             )
             for done, result in segments:
                 r = analyse(result, case, args.cells, args.states)

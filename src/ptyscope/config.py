@@ -292,6 +292,11 @@ class ReconProbeConfig(_Model):
     stop: Annotated[int, Field(ge=1)] | None = None
     #: Step size relative to the probe's initial peak amplitude.
     lr: PositiveFloat = 3e-3
+    #: Iterations over which the step rises linearly to ``lr`` from ``start``: the k-th
+    #: update uses lr·(k+1)/(warmup+1) while k < warmup (Adam and SGD; 0: none). Adam's
+    #: first step moves every probe pixel by about lr; against a converged object, as in
+    #: stage 2 of the mixed-object preset, it throws the loss up.
+    warmup: Annotated[int, Field(ge=0)] = 0
     #: Keep the fitted probe's defocus at its starting value (the other aberrations stay
     #: free). The probe's focus and the object's depth trade off, so a fitted probe can
     #: drift in defocus; in stage 1 of the mixed-object preset the drift drained the

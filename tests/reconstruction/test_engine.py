@@ -172,6 +172,33 @@ def test_a_group_is_fitted_from_its_start_until_its_stop() -> None:
     assert moved == [False, False, True, True, False, False]
 
 
+def test_a_warmup_scales_the_first_steps_and_then_gives_the_full_step() -> None:
+    # Adam's first step is lr·g/(|g| + eps) per element, so on the same gradient a
+    # warm-up of 3 makes the first update exactly a quarter of the full one.
+    def probe_steps(warmup: int) -> list[torch.Tensor]:
+        probe = GroupSettings(lr=1e-2, start=1, warmup=warmup)
+        engine = _small_engine(groups={"probe": probe})  # the object is frozen
+        lrs = [group["lr"] for group in engine.optimizer.param_groups]
+        steps = []
+        for _ in range(3):
+            before = engine.params.probe.detach().clone()
+            engine.step()
+            steps.append(torch.view_as_real(engine.params.probe.detach() - before))
+            assert [group["lr"] for group in engine.optimizer.param_groups] == lrs
+        return steps
+
+    full, eased = probe_steps(0), probe_steps(3)
+    assert not full[0].any() and not eased[0].any()  # iteration 0 is before the start
+    torch.testing.assert_close(eased[1], full[1] / 4, rtol=1e-5, atol=0.0)
+    peak = float(_small_engine().params.probe.detach().abs().max())
+    assert float(full[1].abs().max()) == pytest.approx(1e-2 * peak, rel=1e-3)
+    # The second update is half the full step in size: about 1/2 of Adam's unit step.
+    assert float(eased[2].abs().max()) == pytest.approx(0.5e-2 * peak, rel=0.05)
+    assert GroupSettings(start=4, warmup=3).warmup_factor(3) == 0.25  # before the start
+    factors = [GroupSettings(start=4, warmup=3).warmup_factor(i) for i in range(4, 9)]
+    assert factors == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
 def test_lbfgs_and_adam_both_reduce_the_loss() -> None:
     for optimizer in ("lbfgs", "adam"):
         engine = _small_engine(optimizer=optimizer, iterations=3)

@@ -189,6 +189,20 @@ def test_probe_stop_must_come_after_its_start(tmp_path: Path) -> None:
     assert _load_toml(tmp_path, "[probe]\nstart = 150\nstop = 250\n").probe.stop == 250
 
 
+def test_probe_warmup_is_read_and_must_not_be_negative(tmp_path: Path) -> None:
+    from ptyscope.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"probe\.warmup") as caught:
+        _load_toml(tmp_path, "[probe]\nwarmup = -2\n")
+    assert "-2" in str(caught.value)
+    assert _load_toml(tmp_path, "[probe]\nwarmup = 20\n").probe.warmup == 20
+    write_dataset(tmp_path / "data.h5", srtio3(2, scan_shape=8).dataset)
+    probe = {"start": 150, "stop": 200, "warmup": 20}
+    run = build_run(_config(tmp_path, "warmup", probe=probe))
+    group = run.engine.settings.groups["probe"]
+    assert (group.start, group.stop, group.warmup) == (150, 200, 20)
+
+
 def test_no_checkpoints_is_spelled_never_in_toml(tmp_path: Path) -> None:
     from ptyscope.config import ConfigError
 

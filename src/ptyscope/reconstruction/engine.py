@@ -408,10 +408,11 @@ class Engine:
             loss = float(self.optimizer.step(closure))  # type: ignore[arg-type]
         else:
             loss = 0.0
-            for batch in self._order(iteration):
-                self.optimizer.zero_grad(set_to_none=True)
-                loss += self._gradient(batch, iteration, n)
-                self.optimizer.step()
+            with self._warmed_up(iteration):
+                for batch in self._order(iteration):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss += self._gradient(batch, iteration, n)
+                    self.optimizer.step()
         better = self.best is None or loss < self.best.loss
         if before is not None and math.isfinite(loss) and better:
             self.best = Best(iteration, loss, before)
@@ -434,6 +435,20 @@ class Engine:
         self.history.seconds.append(time.perf_counter() - start)
         self.iteration += 1
         return loss
+
+    @contextlib.contextmanager
+    def _warmed_up(self, iteration: int) -> Iterator[None]:
+        """Inside the block each group's learning rate is scaled by its warm-up factor
+        (:meth:`GroupSettings.warmup_factor`); the rates are restored exactly after it."""
+        saved = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            settings = self.settings.groups.get(group["name"], GroupSettings(fit=False))
+            group["lr"] = group["lr"] * settings.warmup_factor(iteration)
+        try:
+            yield
+        finally:
+            for group, lr in zip(self.optimizer.param_groups, saved, strict=True):
+                group["lr"] = lr
 
     def run(self, stop_after: int | None = None) -> History:
         """Iterate up to ``settings.iterations`` (or stop after ``stop_after`` more)."""

@@ -40,16 +40,30 @@ class GroupSettings:
         First iteration at which it is held again (``None``: updated to the end).
     lr:
         Learning rate of its optimiser group (units of the parameter per step).
+    warmup:
+        Iterations over which the step rises linearly to ``lr`` after ``start``: the
+        k-th update (k = 0, 1, ...) uses ``lr · (k + 1) / (warmup + 1)`` while
+        k < ``warmup`` (0: the full ``lr`` from the first update). Adam's first step moves
+        every element by about ``lr`` whatever its gradient; in a group that starts
+        late, against a converged rest, that step throws the loss up.
     """
 
     fit: bool = True
     start: int = 0
     lr: float = 1e-3
     stop: int | None = None
+    warmup: int = 0
 
     def active(self, iteration: int) -> bool:
         ended = self.stop is not None and iteration >= self.stop
         return self.fit and iteration >= self.start and not ended
+
+    def warmup_factor(self, iteration: int) -> float:
+        """The fraction of ``lr`` used at ``iteration`` (1 after the warm-up)."""
+        k = iteration - self.start
+        if k >= self.warmup:
+            return 1.0
+        return (max(k, 0) + 1) / (self.warmup + 1)
 
 
 class PtychoParameters(nn.Module):

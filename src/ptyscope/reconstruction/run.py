@@ -186,7 +186,11 @@ def build_run(
     groups = {
         "object": GroupSettings(lr=config.object.lr),
         "probe": GroupSettings(
-            config.probe.fit, config.probe.start, config.probe.lr, stop=config.probe.stop
+            config.probe.fit,
+            config.probe.start,
+            config.probe.lr,
+            stop=config.probe.stop,
+            warmup=config.probe.warmup,
         ),
         "positions": GroupSettings(positions.fit, positions.start, positions.lr),
     }
