@@ -58,13 +58,14 @@ states carry the thermal scattering that the stage-1 probe partly took up;
 stage 2's iteration STOP on (partially coherent data: the modes first give the thermal
 scattering back to the states, then take it back). ``--probe-warmup K`` raises the
 refit's step linearly over its first K iterations (Adam's first step otherwise moves every
-probe pixel by the full step and throws the loss up).
+probe pixel by the full step and throws the loss up). ``--adam-beta2`` sets stage 2's
+``optimization.adam_beta2`` (default 0.999).
 ``--workdir DIR`` keeps the data, results and checkpoints; the same command with more
 ``--iterations`` goes on with stage 2 from its last checkpoint.
 
 Run: ``python validation/mixed_object.py [--cells 3] [--states 12] [--iterations 800]
 [--only correlated] [--antialias] [--fixed-probe | --hold-probe] [--refit-probe 150]
-[--probe-stop STOP] [--probe-warmup K] [--workdir DIR]``
+[--probe-stop STOP] [--probe-warmup K] [--adam-beta2 B2] [--workdir DIR]``
 (800 stage-2 iterations by default: about 30 minutes per dataset on 2 cores, 2 hours for
 the partially coherent one with its 4 probe modes).
 """
@@ -159,6 +160,7 @@ def reconstruct(
     refit_probe: int | None = None,
     probe_stop: int | None = None,
     probe_warmup: int = 0,
+    adam_beta2: float = 0.999,
 ) -> Iterator[tuple[int, Path]]:
     """Stage 1, then stage 2 in segments of ``every`` iterations (resumed exactly from its
     checkpoint); yields (stage-2 iterations done, result) after each segment.
@@ -199,7 +201,11 @@ def reconstruct(
         "stage2",
         probe=refit,
         object={"states": states, "state_weights": "equal", "state_noise_rad": 0.02},
-        optimization={"iterations": iterations, "optimizer": optimizer},
+        optimization={
+            "iterations": iterations,
+            "optimizer": optimizer,
+            "adam_beta2": adam_beta2,
+        },
         init={"result": str(stage1_result)},
     )
     done, resume = 0, False
@@ -367,6 +373,13 @@ def main() -> None:
         help="the refit's step rises linearly to the full step over its first K iterations",
     )
     parser.add_argument(
+        "--adam-beta2",
+        type=float,
+        default=0.999,
+        metavar="B2",
+        help="stage 2's optimization.adam_beta2 (Adam's squared-gradient decay)",
+    )
+    parser.add_argument(
         "--hold-probe",
         action="store_true",
         help="stage 2 keeps the stage-1 probe throughout (the preset before 2026-11-24)",
@@ -388,6 +401,8 @@ def main() -> None:
             f"--probe-warmup {args.probe_warmup} eases a probe refit in, and --hold-probe "
             "and --fixed-probe have none: drop one of them"
         )
+    if not 0 < args.adam_beta2 < 1:
+        parser.error(f"--adam-beta2 must lie in (0, 1), got {args.adam_beta2}")
     if args.probe_warmup < 0:
         parser.error(f"--probe-warmup must be >= 0, got {args.probe_warmup}")
     if args.probe_stop is not None and args.probe_stop <= args.refit_probe:
@@ -421,6 +436,7 @@ def main() -> None:
                 None if args.hold_probe or args.fixed_probe else args.refit_probe,
                 args.probe_stop,
                 args.probe_warmup,
+                args.adam_beta2,
             )
             for done, result in segments:
                 r = analyse(result, case, args.cells, args.states)

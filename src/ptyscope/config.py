@@ -486,6 +486,12 @@ class OptimizationConfig(_Model):
     seed: int = 0
     #: Multiply every learning rate by this after each iteration (1 = constant).
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
+    #: Adam's decay of its average of squared gradients: it remembers about
+    #: 1/(1 − adam_beta2) updates. With one full-batch update per iteration the default
+    #: 0.999 keeps the large gradients of the first iterations for ~1000 iterations and so
+    #: shrinks every later step; 0.99 reached the mixed-object validation's correlations
+    #: about 200 iterations sooner (docs/mixed_object.md).
+    adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999
     #: Write the parameters of the lowest loss instead of the last (the result's
     #: kept_iteration says which); the run itself goes on to the end. The loss is measured
     #: on the parameters an iteration starts from; with mini-batches the parameters move

@@ -234,6 +234,14 @@ def test_settings_are_validated() -> None:
         EngineSettings(loss="l1")
 
 
+def test_adam_beta2_reaches_the_optimiser() -> None:
+    assert all(g["betas"] == (0.9, 0.999) for g in _small_engine().optimizer.param_groups)
+    engine = _small_engine(adam_beta2=0.99)
+    assert all(g["betas"] == (0.9, 0.99) for g in engine.optimizer.param_groups)
+    with pytest.raises(ValueError, match=r"adam_beta2 must lie in \(0, 1\), got 1.0"):
+        EngineSettings(adam_beta2=1.0)
+
+
 def test_probe_from_the_mean_pattern_matches_the_aperture_probe() -> None:
     from ptyscope.reconstruction.setup import prepare
 

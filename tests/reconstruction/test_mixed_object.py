@@ -189,18 +189,22 @@ def test_probe_stop_must_come_after_its_start(tmp_path: Path) -> None:
     assert _load_toml(tmp_path, "[probe]\nstart = 150\nstop = 250\n").probe.stop == 250
 
 
-def test_probe_warmup_is_read_and_must_not_be_negative(tmp_path: Path) -> None:
+def test_probe_warmup_and_adam_beta2_are_checked_and_reach_the_engine(tmp_path: Path) -> None:
     from ptyscope.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"probe\.warmup") as caught:
         _load_toml(tmp_path, "[probe]\nwarmup = -2\n")
     assert "-2" in str(caught.value)
+    with pytest.raises(ConfigError, match=r"optimization\.adam_beta2") as caught:
+        _load_toml(tmp_path, "[optimization]\nadam_beta2 = 1.5\n")
+    assert "1.5" in str(caught.value)
     assert _load_toml(tmp_path, "[probe]\nwarmup = 20\n").probe.warmup == 20
     write_dataset(tmp_path / "data.h5", srtio3(2, scan_shape=8).dataset)
     probe = {"start": 150, "stop": 200, "warmup": 20}
-    run = build_run(_config(tmp_path, "warmup", probe=probe))
+    run = build_run(_config(tmp_path, "opts", probe=probe, optimization={"adam_beta2": 0.99}))
     group = run.engine.settings.groups["probe"]
     assert (group.start, group.stop, group.warmup) == (150, 200, 20)
+    assert run.engine.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
 
 
 def test_no_checkpoints_is_spelled_never_in_toml(tmp_path: Path) -> None:

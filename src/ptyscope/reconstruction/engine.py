@@ -72,11 +72,12 @@ __all__ = [
 #: The ``format`` entry of a checkpoint (refused when missing: not a ptyscope checkpoint).
 CHECKPOINT_FORMAT = "ptyscope-checkpoint-1"
 
-#: Registry: optimiser name -> factory(param_groups) (L-BFGS is handled by the engine).
-OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]]], torch.optim.Optimizer]] = {
-    "adam": lambda groups: torch.optim.Adam(groups),
-    "sgd": lambda groups: torch.optim.SGD(groups, momentum=0.9),
-    "lbfgs": lambda groups: torch.optim.LBFGS(
+#: Registry: optimiser name -> factory(param_groups, settings) (L-BFGS is handled by the
+#: engine).
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], EngineSettings], torch.optim.Optimizer]] = {
+    "adam": lambda groups, s: torch.optim.Adam(groups, betas=(0.9, s.adam_beta2)),
+    "sgd": lambda groups, s: torch.optim.SGD(groups, momentum=0.9),
+    "lbfgs": lambda groups, s: torch.optim.LBFGS(
         [p for g in groups for p in g["params"]],
         lr=1.0,
         history_size=10,
@@ -115,6 +116,9 @@ class EngineSettings:
     lr_decay:
         Every learning rate is multiplied by this factor after each iteration
         (exponential decay; 1 keeps them constant). Damps Adam's late oscillations.
+    adam_beta2:
+        Adam's decay of its squared-gradient average: it remembers about
+        1 / (1 − adam_beta2) updates (1000 with the default 0.999).
     checkpoint_every, checkpoint_path:
         Write a checkpoint every k iterations (``None`` = never).
     progress:
@@ -150,6 +154,7 @@ class EngineSettings:
     constraints: Sequence[Constraint] = ()
     seed: int = 0
     lr_decay: float = 1.0
+    adam_beta2: float = 0.999
     checkpoint_every: int | None = None
     checkpoint_path: Path | None = None
     progress: bool = False
@@ -166,6 +171,8 @@ class EngineSettings:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
+        if not 0 < self.adam_beta2 < 1:
+            raise ValueError(f"adam_beta2 must lie in (0, 1), got {self.adam_beta2}")
         if self.batching not in ("random", "compact"):
             raise ValueError(f"batching must be 'random' or 'compact', got {self.batching!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -318,7 +325,7 @@ class Engine:
             group = settings.groups.get(name, GroupSettings(fit=False))
             lr = group.lr * peak if name == "probe" else group.lr
             groups.append({"params": [params.group(name)], "lr": lr, "name": name})
-        self.optimizer = OPTIMIZERS[settings.optimizer](groups)
+        self.optimizer = OPTIMIZERS[settings.optimizer](groups, settings)
         limit = settings.chunk_size
         if limit is None:
             limit = auto_chunk_size(

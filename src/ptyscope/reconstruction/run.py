@@ -217,6 +217,7 @@ def build_run(
         constraints=constraints,
         seed=opt.seed,
         lr_decay=opt.lr_decay,
+        adam_beta2=opt.adam_beta2,
         checkpoint_every=opt.checkpoint_every,
         checkpoint_path=checkpoint_path(result_path),
         progress=progress,
