@@ -207,6 +207,22 @@ def test_probe_warmup_and_adam_beta2_are_checked_and_reach_the_engine(tmp_path: 
     assert run.engine.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
 
 
+def test_a_checkpoint_that_predates_a_setting_resumes_at_its_default(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data.h5", srtio3(2, scan_shape=8).dataset)
+    run = build_run(_config(tmp_path, "old"))
+    run.engine.run(stop_after=1)
+    path = tmp_path / "old.ckpt.pt"
+    run.engine.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)
+    for key in ("probe.warmup", "optimization.adam_beta2"):  # as written before they existed
+        del state["fingerprint"][key]
+    torch.save(state, path)
+    build_run(_config(tmp_path, "old")).engine.load_checkpoint(path)  # defaults: accepted
+    changed = build_run(_config(tmp_path, "old", probe={"warmup": 3}))
+    with pytest.raises(ValueError, match=r"probe\.warmup: checkpoint 0, config 3"):
+        changed.engine.load_checkpoint(path)
+
+
 def test_no_checkpoints_is_spelled_never_in_toml(tmp_path: Path) -> None:
     from ptyscope.config import ConfigError
 

@@ -319,6 +319,9 @@ class Engine:
         #: Settings a checkpoint must have been written with to be resumed here (set by
         #: the run from its config; ``None`` skips the check).
         self.fingerprint: dict[str, Any] | None = None
+        #: The fingerprint of the default settings: a setting that a checkpoint predates
+        #: (added to ptyscope after it was written) matches when this run uses its default.
+        self.fingerprint_defaults: dict[str, Any] = {}
         peak = float(params.probe.detach().abs().max())
         groups = []
         for name in GROUPS:
@@ -632,7 +635,9 @@ class Engine:
                 f"{str(path)!r} is not a ptyscope checkpoint (format must be "
                 f"{CHECKPOINT_FORMAT!r}, got {found!r})"
             )
-        differences = _differences(state.get("fingerprint"), self.fingerprint)
+        differences = _differences(
+            state.get("fingerprint"), self.fingerprint, self.fingerprint_defaults
+        )
         if differences:
             raise ValueError(
                 f"checkpoint {str(path)!r} was written by a run with other settings "
@@ -648,10 +653,16 @@ class Engine:
             ) from None
 
 
-def _differences(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
-    """``"key: checkpoint A, config B"`` for every setting that differs (none if unknown)."""
+def _differences(
+    saved: dict[str, Any] | None, current: dict[str, Any] | None, defaults: dict[str, Any]
+) -> list[str]:
+    """``"key: checkpoint A, config B"`` for every setting that differs (none if unknown).
+
+    A setting missing from the checkpoint (it predates the setting) matches its default.
+    """
     if saved is None or current is None:
         return []
+    saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
     keys = sorted(set(saved) | set(current))
     return [
         f"{key}: checkpoint {saved.get(key)!r}, config {current.get(key)!r}"

@@ -228,6 +228,8 @@ def build_run(
         setup.params, setup.measured, setup.cache, settings, setup.grid_shape, parallel=parallel
     )
     engine.fingerprint = run_fingerprint(config)
+    defaults = ReconstructionConfig.model_validate({"data": {"path": str(config.data.path)}})
+    engine.fingerprint_defaults = run_fingerprint(defaults)
     cal = dataset.calibration
     assert cal.semiangle_mrad is not None  # checked by prepare
     return ReconstructionRun(
