@@ -433,7 +433,7 @@ def main() -> None:
                 args.every,
                 args.optimizer,
                 args.fixed_probe,
-                None if args.hold_probe or args.fixed_probe else args.refit_probe,
+                None if no_refit else args.refit_probe,
                 args.probe_stop,
                 args.probe_warmup,
                 args.adam_beta2,

@@ -325,7 +325,7 @@ class Engine:
         peak = float(params.probe.detach().abs().max())
         groups = []
         for name in GROUPS:
-            group = settings.groups.get(name, GroupSettings(fit=False))
+            group = self._group(name)
             lr = group.lr * peak if name == "probe" else group.lr
             groups.append({"params": [params.group(name)], "lr": lr, "name": name})
         self.optimizer = OPTIMIZERS[settings.optimizer](groups, settings)
@@ -361,8 +361,12 @@ class Engine:
         tiles = [torch.nonzero(tile == t).flatten() for t in torch.unique(tile)]
         return [tiles[int(i)] for i in torch.randperm(len(tiles), generator=generator)]
 
+    def _group(self, name: str) -> GroupSettings:
+        """The settings of parameter group ``name`` (a missing group is frozen)."""
+        return self.settings.groups.get(name, GroupSettings(fit=False))
+
     def _active(self, name: str, iteration: int) -> bool:
-        return self.settings.groups.get(name, GroupSettings(fit=False)).active(iteration)
+        return self._group(name).active(iteration)
 
     # ------------------------------------------------------------------ one pass
     def _loss_and_backward(self, indices: torch.Tensor, iteration: int, total: int) -> float:
@@ -452,8 +456,7 @@ class Engine:
         (:meth:`GroupSettings.warmup_factor`); the rates are restored exactly after it."""
         saved = [group["lr"] for group in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
-            settings = self.settings.groups.get(group["name"], GroupSettings(fit=False))
-            group["lr"] = group["lr"] * settings.warmup_factor(iteration)
+            group["lr"] = group["lr"] * self._group(group["name"]).warmup_factor(iteration)
         try:
             yield
         finally:
