@@ -122,6 +122,7 @@ class SamplingConfig(_Model):
     slice_thickness_ang: PositiveFloat = 2.0
     #: Probe window [Å]; omit to use the whole cell.
     window_ang: PositiveFloat | None = None
+    #: Band limit, as a fraction of the Nyquist frequency (the detector reaches it).
     antialias_fraction: Annotated[float, Field(gt=0, le=1)] | None = 2.0 / 3.0
 
 

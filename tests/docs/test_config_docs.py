@@ -71,7 +71,7 @@ KNOWN_GAPS: dict[str, tuple[str, ...]] = {
     ),
     "ProbeConfig": ("energy_ev", "semiangle_mrad", "defocus_ang"),
     "ScanConfig": ("shape", "step_ang", "origin_ang", "rotation_deg"),
-    "SamplingConfig": ("pixel_ang", "slice_thickness_ang", "antialias_fraction"),
+    "SamplingConfig": ("pixel_ang", "slice_thickness_ang"),
     "TiltConfig": ("tilt_x_mrad", "tilt_y_mrad", "gradient_y_mrad_per_ang"),
     "PhononConfig": ("model", "configs", "temperature_k"),
     "DetectorConfig": ("max_angle_mrad", "binning"),

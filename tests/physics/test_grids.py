@@ -69,3 +69,8 @@ def test_detector_grid_errors_are_clear() -> None:
 @pytest.mark.parametrize(("n", "expected"), [(1, 1), (97, 98), (128, 128), (131, 135), (179, 180)])
 def test_fft_friendly_size(n: int, expected: int) -> None:
     assert fft_friendly_size(n) == expected
+
+
+@pytest.mark.parametrize(("n", "expected"), [(1, 2), (2, 2), (75, 80), (131, 140), (97, 98)])
+def test_even_fft_friendly_size(n: int, expected: int) -> None:
+    assert fft_friendly_size(n, even=True) == expected

@@ -85,19 +85,24 @@ def inv_ang_to_angle_mrad(k_inv_ang: float, energy_ev: float) -> float:
     return float(k_inv_ang) * wavelength_ang(energy_ev) * 1e3
 
 
-def fft_friendly_size(n: int) -> int:
+def fft_friendly_size(n: int, *, even: bool = False) -> int:
     """Smallest integer >= ``n`` whose prime factors are all in {2, 3, 5, 7}.
 
     FFT libraries (pocketfft on CPU, cuFFT on GPU) are fastest for such sizes.
+    ``even=True``: the smallest such even integer (a centred crop of an even size can keep
+    every pixel).
 
     Examples
     --------
     >>> fft_friendly_size(97), fft_friendly_size(128), fft_friendly_size(131)
     (98, 128, 135)
+    >>> fft_friendly_size(131, even=True)
+    140
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    candidate = n
+    candidate = n + (n % 2 if even else 0)
+    step = 2 if even else 1
     while True:
         rest = candidate
         for p in (2, 3, 5, 7):
@@ -105,7 +110,7 @@ def fft_friendly_size(n: int) -> int:
                 rest //= p
         if rest == 1:
             return candidate
-        candidate += 1
+        candidate += step
 
 
 @dataclass(frozen=True)

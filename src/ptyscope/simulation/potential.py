@@ -87,8 +87,10 @@ def _lateral_extent(atoms: ase.Atoms) -> tuple[float, float, float]:
     return length_y, length_x, length_z
 
 
-def specimen_grid(atoms: ase.Atoms, sampling_ang: float) -> Grid:
+def specimen_grid(atoms: ase.Atoms, sampling_ang: float, *, even: bool = False) -> Grid:
     """The lateral grid of a specimen: its cell, with pixels no larger than ``sampling_ang``.
+
+    ``even=True``: even numbers of pixels (see :func:`~ptyscope.physics.grids.fft_friendly_size`).
 
     Returns
     -------
@@ -97,8 +99,8 @@ def specimen_grid(atoms: ase.Atoms, sampling_ang: float) -> Grid:
     """
     require_positive("sampling_ang", sampling_ang, "Å")
     extent_y, extent_x, _ = _lateral_extent(atoms)
-    ny = fft_friendly_size(math.ceil(extent_y / sampling_ang - 1e-9))
-    nx = fft_friendly_size(math.ceil(extent_x / sampling_ang - 1e-9))
+    ny = fft_friendly_size(math.ceil(extent_y / sampling_ang - 1e-9), even=even)
+    nx = fft_friendly_size(math.ceil(extent_x / sampling_ang - 1e-9), even=even)
     return Grid((ny, nx), (extent_y / ny, extent_x / nx))
 
 

@@ -144,14 +144,16 @@ def band_limit_mask(
     return torch.where(k <= cutoff, mask, torch.zeros_like(k)).to(torch.float32)
 
 
-def _window_shape(grid: Grid, window_ang: float | tuple[float, float] | None) -> tuple[int, int]:
+def _window_shape(
+    grid: Grid, window_ang: float | tuple[float, float] | None, even: bool
+) -> tuple[int, int]:
     if window_ang is None:
         return grid.shape
     wy, wx = require_positive_pair("window_ang", window_ang, "Å")
     dy, dx = grid.pixel_size_ang
     return (
-        fft_friendly_size(math.ceil(wy / dy - 1e-9)),
-        fft_friendly_size(math.ceil(wx / dx - 1e-9)),
+        fft_friendly_size(math.ceil(wy / dy - 1e-9), even=even),
+        fft_friendly_size(math.ceil(wx / dx - 1e-9), even=even),
     )
 
 
@@ -312,7 +314,9 @@ def simulate_4dstem(
         Frozen-phonon configurations, float (configs, atoms, 3) in ase (x, y, z) order [Å]
         (see :mod:`ptyscope.simulation.phonons`); ``None`` = the static specimen.
     antialias_fraction:
-        Band limit as a fraction of the Nyquist frequency; ``None`` disables it.
+        Band limit as a fraction of the Nyquist frequency; ``None`` disables it, and the
+        grid and window then have even numbers of pixels, all of which the detector keeps
+        (a reconstruction of the data then has the simulation's pixel).
     detector:
         Angular crop and binning; default keeps everything inside the band limit.
     source_sigma_ang:
@@ -336,8 +340,14 @@ def simulate_4dstem(
     """
     device = torch.device(device)
     detector = detector or DetectorSettings()
-    grid = specimen_grid(atoms, sampling_ang)
-    window = Grid(_window_shape(grid, window_ang), grid.pixel_size_ang)
+    # Without a band limit the detector would keep the whole window, but its crop is
+    # centred with as many pixels on each side: of an odd window it drops one row and
+    # column, and a reconstruction (pixel = window / detector pixels) then works on other
+    # pixels than the simulation's, where the true object is not representable. Even grids
+    # keep every pixel, so the simulated data are consistent with the reconstruction model.
+    even = antialias_fraction is None
+    grid = specimen_grid(atoms, sampling_ang, even=even)
+    window = Grid(_window_shape(grid, window_ang, even), grid.pixel_size_ang)
     scan_positions = scan.positions_ang()
     scan_shape = scan_positions.shape[:2]
     tilt = _tilt_array(tilt_mrad, scan_shape)
