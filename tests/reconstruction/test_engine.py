@@ -208,6 +208,39 @@ def test_lbfgs_and_adam_both_reduce_the_loss() -> None:
         assert losses[-1] < 0.9 * losses[0], (optimizer, losses)
 
 
+def test_lbfgs_takes_the_same_steps_whatever_the_units_of_the_loss(tmp_path: Path) -> None:
+    # The loss is a mean per pattern of patterns summing to ~1: small, and smaller near
+    # convergence. torch's L-BFGS caps its first step at lr · g, so a loss in small units
+    # moved pixels by ~1e-8 and never left its start (here: not at all for the loss ×
+    # 1e-12). Scaled by its first value, the L-BFGS objective has no units.
+    amplitude = get_loss("amplitude")
+    start = _small_engine().params.object.detach()
+    losses, moved = {}, {}
+    for factor in (1.0, 1e-12):
+
+        def loss(p: torch.Tensor, m: torch.Tensor, f: float = factor) -> torch.Tensor:
+            return f * amplitude(p, m)
+
+        engine = _small_engine(optimizer="lbfgs", iterations=3, loss=loss)
+        losses[factor] = np.array(engine.run().loss) / factor
+        moved[factor] = float((engine.params.object.detach() - start).abs().max())
+    assert losses[1.0][-1] < 0.5 * losses[1.0][0]  # it does descend
+    # The same iterates up to float32 round-off, which the line searches may amplify.
+    np.testing.assert_allclose(losses[1e-12], losses[1.0], rtol=1e-3)
+    assert moved[1e-12] == pytest.approx(moved[1.0], rel=0.1)
+    # The scale is part of the state: a resumed run goes on with the same objective.
+    engine = _small_engine(optimizer="lbfgs", iterations=2)
+    engine.settings.checkpoint_path = tmp_path / "run.ckpt.pt"
+    engine.run(stop_after=1)
+    engine.save_checkpoint(engine.settings.checkpoint_path)
+    resumed = _small_engine(optimizer="lbfgs", iterations=2)
+    resumed.load_checkpoint(engine.settings.checkpoint_path)
+    assert resumed._lbfgs_scale == engine._lbfgs_scale is not None
+    engine.run()
+    resumed.run()
+    assert resumed.history.loss == engine.history.loss
+
+
 def test_two_object_states_fit_with_weights() -> None:
     params = _params(states=2, modes=1, n=4)
     cache = PropagatorCache(

@@ -347,6 +347,24 @@ def test_a_fitted_tilt_with_thick_planes_is_warned_about_with_the_spacing_to_use
     assert planes_warnings(fit_tilt="off") == []
 
 
+def test_lbfgs_with_an_object_projection_is_warned_about() -> None:
+    def lbfgs_warnings(**obj: Any) -> list[str]:
+        config, dataset = setup(
+            probe={"defocus_ang": 20.0}, object=obj, optimization={"optimizer": "lbfgs"}
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PreflightWarning)
+            issues = check_reconstruction(config, dataset)
+        return [str(i) for i in issues if i.parameter.startswith("object.")]
+
+    (text,) = lbfgs_warnings()  # amplitude_limit is on by default
+    assert text.startswith("object.amplitude_limit should be off with optimization.optimizer")
+    assert "got object.amplitude_limit = true" in text
+    (text,) = lbfgs_warnings(amplitude_limit=False, positive_phase=True)
+    assert "got object.positive_phase = true" in text
+    assert lbfgs_warnings(amplitude_limit=False) == []
+
+
 def test_simulation_unit_traps_are_refused() -> None:
     config = SimulationConfig.model_validate(
         {

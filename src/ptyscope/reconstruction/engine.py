@@ -322,6 +322,8 @@ class Engine:
         #: The fingerprint of the default settings: a setting that a checkpoint predates
         #: (added to ptyscope after it was written) matches when this run uses its default.
         self.fingerprint_defaults: dict[str, Any] = {}
+        #: L-BFGS minimises loss / (its loss at the first evaluation): see :meth:`_lbfgs_step`.
+        self._lbfgs_scale: float | None = None
         peak = float(params.probe.detach().abs().max())
         groups = []
         for name in GROUPS:
@@ -414,12 +416,7 @@ class Engine:
         start = time.perf_counter()
         before = self._parameters_copy() if self.settings.keep_best else None
         if self.settings.optimizer == "lbfgs":
-
-            def closure() -> torch.Tensor:
-                self.optimizer.zero_grad(set_to_none=True)
-                return torch.tensor(self._gradient(torch.arange(n), iteration, n))
-
-            loss = float(self.optimizer.step(closure))  # type: ignore[arg-type]
+            loss = self._lbfgs_step(iteration, n)
         else:
             loss = 0.0
             with self._warmed_up(iteration):
@@ -449,6 +446,33 @@ class Engine:
         self.history.seconds.append(time.perf_counter() - start)
         self.iteration += 1
         return loss
+
+    def _lbfgs_step(self, iteration: int, n: int) -> float:
+        """One L-BFGS iteration on all patterns; returns the loss at its start.
+
+        torch's L-BFGS has absolute scales: its first step is lr · min(1, 1/‖g‖₁) · g, and
+        it stops below fixed gradient and change tolerances. The loss, a mean per pattern of
+        patterns that sum to ~1, is small and its gradient smaller (near convergence of a
+        mixed-state run ‖g‖₁ ~ 4e-4 at a loss of 1.2e-6), so the first step moved pixels by
+        1e-8 and the line search, lost in float32 round-off, never left the start. It
+        therefore minimises the loss divided by its value at the first evaluation (kept
+        for the whole run and in checkpoints, so the curvature pairs stay consistent).
+        """
+
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            value = self._gradient(torch.arange(n), iteration, n)
+            if self._lbfgs_scale is None and math.isfinite(value) and value > 0:
+                self._lbfgs_scale = 1.0 / value
+            scale = self._lbfgs_scale or 1.0
+            for name in GROUPS:
+                grad = self.params.group(name).grad
+                if grad is not None:
+                    grad.mul_(scale)
+            return torch.tensor(value * scale)
+
+        scaled = float(self.optimizer.step(closure))  # type: ignore[arg-type]
+        return scaled / (self._lbfgs_scale or 1.0)
 
     @contextlib.contextmanager
     def _warmed_up(self, iteration: int) -> Iterator[None]:
@@ -586,6 +610,7 @@ class Engine:
             "diverging": self._diverging,
             "constraints": _plain([dataclasses.asdict(c) for c in self.settings.constraints]),
             "best": None if self.best is None else vars(self.best).copy(),  # no tensor copies
+            "lbfgs_scale": self._lbfgs_scale,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -597,6 +622,7 @@ class Engine:
         self.iteration = int(state["iteration"])
         best = state.get("best")  # absent in checkpoints written before keep_best
         self.best = None if best is None else Best(**best)
+        self._lbfgs_scale = state.get("lbfgs_scale")  # absent before 2026-11-24: set anew
         for constraint, saved in zip(self.settings.constraints, state["constraints"], strict=True):
             for key, value in saved.items():
                 if key != "schedule":
