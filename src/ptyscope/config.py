@@ -367,6 +367,11 @@ class InitConfig(_Model):
     #: Take the object (every state starts from the mean of its states), the probe modes
     #: and the fitted positions from the result.
     object: bool = True
+    #: "mean": every state starts from the mean of the result's states, with its own random
+    #: phases (the two-stage preset). "keep": the result's states and weights as they are,
+    #: to go on with other settings (e.g. L-BFGS after Adam); their number must equal
+    #: ``object.states``.
+    states: Literal["mean", "keep"] = "mean"
     probe: bool = True
     positions: bool = True
     #: Probe of another reconstruction (path, relative to the config file): its modes

@@ -141,6 +141,31 @@ def test_two_stage_start_rejects_mismatched_results(tmp_path: Path) -> None:
         build_run(missing)
 
 
+def test_init_states_keep_goes_on_from_the_states_as_they_are(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data.h5", srtio3(2, scan_shape=8).dataset)
+    mixed = {"states": 3, "state_weights": "fitted"}
+    first = run_reconstruction(
+        _config(tmp_path, "a", object=mixed, optimization={"iterations": 2}),
+        progress=False,
+        write_html_report=False,
+    )
+    with h5py.File(first.result_path) as handle:
+        states, weights = handle["object"][()], handle["state_weights"][()]
+    assert np.ptp(weights) > 1e-4  # fitted: not equal, so taking them over is seen
+    init = {"result": str(first.result_path), "states": "keep"}
+    kept = build_run(_config(tmp_path, "b", object=mixed, init=init)).setup.params
+    np.testing.assert_array_equal(kept.object.detach().numpy(), states)
+    np.testing.assert_allclose(kept.weights().detach().numpy(), weights, rtol=1e-5)
+    # The default starts every state from their mean, each with its own phases.
+    fresh = build_run(
+        _config(tmp_path, "c", object=mixed, init={"result": str(first.result_path)})
+    ).setup.params.object.detach()
+    assert not np.allclose(fresh.numpy(), states, atol=1e-3)
+    wrong = _config(tmp_path, "d", object={"states": 2}, init=init)
+    with pytest.raises(ValueError, match=r"takes its 3 object states .* object\.states = 2"):
+        build_run(wrong)
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_two_stage_example_configs_are_valid(stage: int) -> None:
     from ptyscope.config import load_config

@@ -100,6 +100,7 @@ def initialise_from_result(
     positions: bool = True,
     state_noise_rad: float = 0.01,
     seed: int = 0,
+    states: str = "mean",
 ) -> None:
     """Overwrite the initial parameters of ``setup`` with those of a result file, in place.
 
@@ -119,7 +120,13 @@ def initialise_from_result(
         Take the fitted scan positions (the nominal ones must match).
     seed:
         Seed of the state phases.
+    states:
+        ``"mean"``: as above. ``"keep"``: the result's states and weights as they are, to
+        go on with other settings (another optimiser, say); their number must equal the
+        run's.
     """
+    if states not in ("mean", "keep"):
+        raise ValueError(f"states must be 'mean' or 'keep', got {states!r}")
     stored = _read(path)
     params = setup.params
     where = f"init.result {os.fspath(path)!r}"
@@ -132,9 +139,20 @@ def initialise_from_result(
                 f"needs (*, {want[0]}, {want[1]}, {want[2]}): use the same data, "
                 "object.slices and padding"
             )
-        start = _states_from_mean(
-            previous, stored["state_weights"], params.num_states, state_noise_rad, seed
-        )
+        if states == "keep":
+            if previous.shape[0] != params.num_states:
+                raise ValueError(
+                    f"{where}: init.states = 'keep' takes its {previous.shape[0]} object "
+                    f"states as they are, and this run has object.states = "
+                    f"{params.num_states}: set them equal, or init.states = 'mean'"
+                )
+            start = torch.as_tensor(previous)
+            weights = torch.as_tensor(np.asarray(stored["state_weights"], dtype=np.float64))
+            params.state_weights.data.copy_(torch.log(weights).to(params.state_weights))
+        else:
+            start = _states_from_mean(
+                previous, stored["state_weights"], params.num_states, state_noise_rad, seed
+            )
         params.object.data.copy_(start.to(params.object))
     if probe:
         modes = stored["probe"]
@@ -186,6 +204,7 @@ def initialise(
             positions=init.positions,
             state_noise_rad=state_noise_rad,
             seed=seed,
+            states=init.states,
         )
     if init.probe_file is not None:
         import_probe(setup, resolve(init.probe_file), file_format=init.format)
