@@ -101,7 +101,7 @@ from ptyscope.analysis.vibrations import (
 )
 from ptyscope.config import ReconstructionConfig
 from ptyscope.io.datafile import write_dataset
-from ptyscope.reconstruction.run import run_reconstruction
+from ptyscope.reconstruction.run import checkpoint_path, run_reconstruction
 from ptyscope.simulation.lattice_dynamics import (
     force_constant_blocks,
     in_plane_dispersion,
@@ -221,17 +221,7 @@ def reconstruct(
         },
         init={"result": str(stage1_result)},
     )
-    done, resume = 0, False
-    checkpoint = stage2.output.path.with_suffix(".ckpt.pt")
-    if checkpoint.exists():  # a --workdir of an earlier run: go on from its checkpoint
-        done, resume = int(torch.load(checkpoint, weights_only=False)["iteration"]), True
-    while done < iterations:
-        step = min(every - done % every, iterations - done)  # rows at multiples of every
-        run = run_reconstruction(
-            stage2, progress=False, write_html_report=False, resume=resume, stop_after=step
-        )
-        done, resume = run.engine.iteration, True
-        yield done, run.result_path
+    yield from _segments(stage2, every)
     if not lbfgs:
         return
     stage3 = config(
@@ -241,16 +231,26 @@ def reconstruct(
         optimization={"iterations": lbfgs, "optimizer": "lbfgs", "checkpoint_every": 5},
         init={"result": str(stage2.output.path), "states": "keep"},
     )
+    for done, result in _segments(stage3, 5):
+        yield iterations + done, result
+
+
+def _segments(config: ReconstructionConfig, every: int) -> Iterator[tuple[int, Path]]:
+    """Run ``config`` in segments ending at multiples of ``every`` iterations, each resumed
+    exactly from the last checkpoint (also one that a --workdir kept from an earlier run);
+    yields (iterations done, result) after each."""
+    total = config.optimization.iterations
     done, resume = 0, False
-    checkpoint = stage3.output.path.with_suffix(".ckpt.pt")
+    checkpoint = checkpoint_path(config.output.path)
     if checkpoint.exists():
         done, resume = int(torch.load(checkpoint, weights_only=False)["iteration"]), True
-    while done < lbfgs:
+    while done < total:
+        step = min(every - done % every, total - done)
         run = run_reconstruction(
-            stage3, progress=False, write_html_report=False, resume=resume, stop_after=5
+            config, progress=False, write_html_report=False, resume=resume, stop_after=step
         )
         done, resume = run.engine.iteration, True
-        yield iterations + done, run.result_path
+        yield done, run.result_path
 
 
 def simulate(case: str, cells: int, states: int) -> SimulationResult:
