@@ -123,7 +123,15 @@ class SamplingConfig(_Model):
     #: Probe window [Å]; omit to use the whole cell.
     window_ang: PositiveFloat | None = None
     #: Band limit, as a fraction of the Nyquist frequency (the detector reaches it).
+    #: ``"off"`` (None from Python): no band limit; the grid and the window are then even
+    #: in pixels and the detector keeps every pixel of the window, so a reconstruction
+    #: with the same window can hold the specimen exactly.
     antialias_fraction: Annotated[float, Field(gt=0, le=1)] | None = 2.0 / 3.0
+
+    @field_validator("antialias_fraction", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        return None if value == "off" else value
 
 
 class TiltConfig(_Model):

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from ptyscope.cli import main
 from ptyscope.config import ConfigError, SimulationConfig, TiltConfig, load_config
 from ptyscope.io.datafile import read_dataset, read_ground_truth
+from ptyscope.simulation.potential import specimen_grid
 from ptyscope.simulation.run import (
     build_specimen,
     phonon_displacements,
@@ -135,6 +136,32 @@ def test_run_simulation_writes_data_and_ground_truth(tmp_path: Path) -> None:
     assert truth["displacements_ang"].shape == (2, 10, 3)
     assert truth["phonons"]["model"] == "harmonic"
     assert truth["potential"]["slices_vang"].shape[0] == 4
+
+
+def test_a_config_can_switch_the_band_limit_off(tmp_path: Path) -> None:
+    # TOML has no null: "off" is stored as None. Without a band limit the detector keeps
+    # the whole window, so the pixel a reconstruction infers from the patterns,
+    # 1 / (detector pixels x reciprocal pixel), is the simulation's own grid pixel; with
+    # the default 2/3 band limit it is about 3/2 of it (the crop is rounded to pixels).
+    for fraction, even, low, high in (('"off"', True, 1.0, 1.0), ("0.6667", False, 1.45, 1.6)):
+        text = SMALL.replace(
+            "pixel_ang = 0.12",
+            f"pixel_ang = 0.12\nwindow_ang = 6.1\nantialias_fraction = {fraction}",
+        )
+        config = load_config(_write(tmp_path, text), SimulationConfig)
+        assert (config.sampling.antialias_fraction is None) == even
+        atoms = build_specimen(config.specimen).atoms
+        grid_pixel = np.array(specimen_grid(atoms, 0.12, even=even).pixel_size_ang)
+        dataset = read_dataset(run_simulation(config, output=tmp_path / "out.h5", progress=False))
+        detector = np.array(dataset.data.shape[2:])
+        inferred = 1.0 / (detector * np.array(dataset.calibration.detector_pixel_inv_ang))
+        ratio = inferred / grid_pixel
+        assert np.all((ratio >= low - 1e-9) & (ratio <= high + 1e-9)), ratio
+    bad = _write(
+        tmp_path, SMALL.replace("pixel_ang = 0.12", 'pixel_ang = 0.12\nantialias_fraction = "none"')
+    )
+    with pytest.raises(ConfigError, match=r"sampling\.antialias_fraction.*'none'"):
+        load_config(bad, SimulationConfig)
 
 
 def test_cli_simulate(tmp_path: Path) -> None:
