@@ -100,9 +100,10 @@ from ptyscope.analysis.vibrations import (
     state_positions,
 )
 from ptyscope.config import ReconstructionConfig
-from ptyscope.io.datafile import write_dataset
+from ptyscope.io.datafile import read_dataset, write_dataset
 from ptyscope.reconstruction.run import checkpoint_path, run_reconstruction
 from ptyscope.simulation.lattice_dynamics import (
+    ForceConstantBlocks,
     force_constant_blocks,
     in_plane_dispersion,
     sample_supercell,
@@ -139,7 +140,7 @@ CASES = ("static", "einstein", "correlated", "coherence")
 ANTIALIAS_FRACTION: float | None = None
 
 
-def crystal() -> tuple[ase.Atoms, object]:
+def crystal() -> tuple[ase.Atoms, ForceConstantBlocks]:
     cell = ase.Atoms("SrTi", positions=[(0, 0, 0), (A / 2, A / 2, 0)], cell=[A, A, C], pbc=True)
     shells = [(3.1, SPRING_EV_PER_ANG2), (4.2, 0.4 * SPRING_EV_PER_ANG2)]
     return cell, force_constant_blocks(cell, shells)
@@ -147,7 +148,7 @@ def crystal() -> tuple[ase.Atoms, object]:
 
 def snapshots(case: str, cells: int, states: int, seed: int = 0) -> tuple[ase.Atoms, np.ndarray]:
     cell, blocks = crystal()
-    supercell = cell.repeat((cells, cells, LAYERS))
+    supercell: ase.Atoms = cell.repeat((cells, cells, LAYERS))  # type: ignore[no-untyped-call]
     generator = np.random.default_rng(seed)
     u = sample_supercell(blocks, (cells, cells, LAYERS), TEMPERATURE_K, states, generator)
     if case == "static":
@@ -185,8 +186,17 @@ def reconstruct(
     # a stage 2 with other settings is refused when it is resumed.
     tag = f"{case}-{cells}cells-{states}states" + ("-antialias" if ANTIALIAS_FRACTION else "")
     data = root / f"{tag}.h5"
+    sampling = {"validation_sampling_ang": SAMPLING_ANG, "validation_window_ang": WINDOW_ANG}
     if not data.exists():
-        write_dataset(data, simulate(case, cells, states).dataset)
+        dataset = simulate(case, cells, states).dataset
+        dataset.metadata.update(sampling)
+        write_dataset(data, dataset)
+    stored = {key: read_dataset(data).metadata.get(key) for key in sampling}
+    if stored != sampling:  # e.g. the 75-px window used until 2026-11-24
+        raise SystemExit(
+            f"{data} was simulated with {stored}, this validation simulates {sampling}: "
+            "delete it (and the results beside it), or use another --workdir"
+        )
     modes = 4 if case == "coherence" else 1
 
     def config(name: str, **sections: dict[str, object]) -> ReconstructionConfig:
