@@ -10,6 +10,7 @@ from ptyscope.physics import (
     angle_mrad_to_inv_ang,
     detector_grid,
     fft_friendly_size,
+    fft_friendly_span,
     inv_ang_to_angle_mrad,
     spatial_frequencies,
     wavelength_ang,
@@ -74,3 +75,29 @@ def test_fft_friendly_size(n: int, expected: int) -> None:
 @pytest.mark.parametrize(("n", "expected"), [(1, 2), (2, 2), (75, 80), (131, 140), (97, 98)])
 def test_even_fft_friendly_size(n: int, expected: int) -> None:
     assert fft_friendly_size(n, even=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("length", "pixel", "even", "expected"),
+    [
+        (9.6, 0.12, False, 80),
+        (8.4, 0.7, False, 12),  # 8.4 / 0.7 = 12.000000000000002 in floating point
+        (9.0, 0.12, False, 75),
+        (9.61, 0.12, False, 81),
+        (9.61, 0.12, True, 84),
+        (11.05, 0.1, False, 112),  # 111 = 3 * 37 is not FFT-friendly
+    ],
+)
+def test_fft_friendly_span_counts_whole_pixels_exactly(
+    length: float, pixel: float, even: bool, expected: int
+) -> None:
+    n = fft_friendly_span(length, pixel, even=even)
+    assert n == expected
+    assert length / n <= pixel * (1 + 1e-9)  # no pixel larger than asked
+
+
+@pytest.mark.parametrize("name", ["length_ang", "pixel_ang"])
+def test_fft_friendly_span_rejects_a_non_positive_length(name: str) -> None:
+    args = {"length_ang": 9.6, "pixel_ang": 0.12, name: 0.0}
+    with pytest.raises(ValueError, match=name):
+        fft_friendly_span(**args)

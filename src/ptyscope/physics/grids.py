@@ -27,6 +27,7 @@ __all__ = [
     "angle_mrad_to_inv_ang",
     "detector_grid",
     "fft_friendly_size",
+    "fft_friendly_span",
     "inv_ang_to_angle_mrad",
     "polar_frequencies",
     "spatial_frequencies",
@@ -111,6 +112,27 @@ def fft_friendly_size(n: int, *, even: bool = False) -> int:
         if rest == 1:
             return candidate
         candidate += step
+
+
+def fft_friendly_span(length_ang: float, pixel_ang: float, *, even: bool = False) -> int:
+    """Fewest FFT-friendly pixels of at most ``pixel_ang`` that span ``length_ang``.
+
+    A length that is a whole number of pixels (to 1e-9 of a pixel, against rounding in
+    ``length / pixel``) takes exactly that number before the FFT-friendly round-up: a
+    9.6 Å window of 0.12 Å pixels is 80 pixels, not 81. The simulator's specimen grid, its
+    probe window and its tilt-series depth all size themselves with this rule, so a window
+    and a cell of the same length get the same pixels.
+
+    Examples
+    --------
+    >>> fft_friendly_span(9.6, 0.12), fft_friendly_span(9.61, 0.12)
+    (80, 81)
+    >>> fft_friendly_span(9.61, 0.12, even=True)
+    84
+    """
+    require_positive("length_ang", length_ang, "Å")
+    require_positive("pixel_ang", pixel_ang, "Å")
+    return fft_friendly_size(math.ceil(length_ang / pixel_ang - 1e-9), even=even)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ptyscope._validation import require_positive
-from ptyscope.physics.grids import Grid, fft_friendly_size
+from ptyscope.physics.grids import Grid, fft_friendly_span
 from ptyscope.physics.potential import projected_potential
 
 __all__ = ["PotentialSlices", "cell_lengths_ang", "slice_potential", "specimen_grid"]
@@ -90,7 +90,7 @@ def _lateral_extent(atoms: ase.Atoms) -> tuple[float, float, float]:
 def specimen_grid(atoms: ase.Atoms, sampling_ang: float, *, even: bool = False) -> Grid:
     """The lateral grid of a specimen: its cell, with pixels no larger than ``sampling_ang``.
 
-    ``even=True``: even numbers of pixels (see :func:`~ptyscope.physics.grids.fft_friendly_size`).
+    ``even=True``: even numbers of pixels (see :func:`~ptyscope.physics.grids.fft_friendly_span`).
 
     Returns
     -------
@@ -99,8 +99,8 @@ def specimen_grid(atoms: ase.Atoms, sampling_ang: float, *, even: bool = False) 
     """
     require_positive("sampling_ang", sampling_ang, "Å")
     extent_y, extent_x, _ = _lateral_extent(atoms)
-    ny = fft_friendly_size(math.ceil(extent_y / sampling_ang - 1e-9), even=even)
-    nx = fft_friendly_size(math.ceil(extent_x / sampling_ang - 1e-9), even=even)
+    ny = fft_friendly_span(extent_y, sampling_ang, even=even)
+    nx = fft_friendly_span(extent_x, sampling_ang, even=even)
     return Grid((ny, nx), (extent_y / ny, extent_x / nx))
 
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ptyscope._validation import require_in_range, require_int_pair, require_positive_pair
 from ptyscope.data.dataset import Calibration, Dataset4D, scan_grid_positions
 from ptyscope.physics.constants import wavelength_ang
-from ptyscope.physics.grids import Grid, fft_friendly_size
+from ptyscope.physics.grids import Grid, fft_friendly_span
 from ptyscope.physics.multislice import (
     far_field_intensity,
     fourier_shift,
@@ -151,10 +151,7 @@ def _window_shape(
         return grid.shape
     wy, wx = require_positive_pair("window_ang", window_ang, "Å")
     dy, dx = grid.pixel_size_ang
-    return (
-        fft_friendly_size(math.ceil(wy / dy - 1e-9), even=even),
-        fft_friendly_size(math.ceil(wx / dx - 1e-9), even=even),
-    )
+    return fft_friendly_span(wy, dy, even=even), fft_friendly_span(wx, dx, even=even)
 
 
 @dataclass(frozen=True)

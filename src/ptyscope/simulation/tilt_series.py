@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ptyscope._validation import require_positive
 from ptyscope.data.dataset import Dataset4D
-from ptyscope.physics.grids import Grid, fft_friendly_size
+from ptyscope.physics.grids import Grid, fft_friendly_span
 from ptyscope.physics.potential import (
     POTENTIAL_PREFACTOR_V_ANG2,
     electron_scattering_factor,
@@ -153,7 +153,7 @@ def potential_volume(
     require_positive("volume_voxel_ang", voxel_ang, "Å")
     grid = specimen_grid(atoms, voxel_ang)
     lengths = _cell_lengths(atoms)
-    shape = (fft_friendly_size(math.ceil(lengths[2] / voxel_ang - 1e-9)), *grid.shape)
+    shape = (fft_friendly_span(lengths[2], voxel_ang), *grid.shape)
     voxel = (lengths[2] / shape[0], *grid.pixel_size_ang)
     gz, gy, gx = (
         torch.fft.fftfreq(n, d=d, dtype=torch.float64, device=device)
