@@ -40,6 +40,12 @@ script then prints:
   With M snapshots a pair's sampled correlation carries noise of relative size ~1/√M,
   which the pair-by-pair ratio adds up: the true Einstein snapshots (independent
   columns) give 0.39 with 12 snapshots and 0.18 with 48, but 0.18 and 0.09 averaged;
+* "snap": the share of the states' phase deviations (from their mean, over the scored
+  area) that linear combinations of the true snapshots' deviations explain, and "(ind)"
+  the share of the true snapshots' deviations that an independent draw of snapshots
+  from the same model explains: the level that states with the right statistics but
+  unrelated configurations would reach. The data fix the ensemble's statistics more
+  firmly than its members, so snap can stay near (ind) while the correlations come out;
 * B = 8π²(⟨u_x²⟩ + ⟨u_y²⟩);
 * Kong's branch-averaged frequencies at the supercell's commensurate q. These are given
   for the reconstruction, for the true snapshots through the same analysis, and from the
@@ -75,6 +81,8 @@ the partially coherent one with its 4 probe modes).
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -84,6 +92,7 @@ import ase
 import h5py
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ptyscope.analysis.columns import Lattice, assign_sites
 from ptyscope.analysis.dispersion import branch_averages, kong_dispersion
@@ -101,6 +110,7 @@ from ptyscope.analysis.vibrations import (
 )
 from ptyscope.config import ReconstructionConfig
 from ptyscope.io.datafile import read_dataset, write_dataset
+from ptyscope.physics.constants import interaction_constant
 from ptyscope.reconstruction.run import checkpoint_path, run_reconstruction
 from ptyscope.simulation.lattice_dynamics import (
     ForceConstantBlocks,
@@ -109,6 +119,7 @@ from ptyscope.simulation.lattice_dynamics import (
     sample_supercell,
 )
 from ptyscope.simulation.phonons import einstein_displacements
+from ptyscope.simulation.potential import slice_potential, specimen_grid
 from ptyscope.simulation.stem4d import (
     ProbeSettings,
     ScanSettings,
@@ -288,6 +299,55 @@ def exact_branches(q_reduced: np.ndarray) -> np.ndarray:
     return result
 
 
+@functools.cache
+def true_phases(
+    case: str,
+    cells: int,
+    states: int,
+    shape: tuple[int, int],
+    pixel: tuple[float, float],
+    origin: tuple[float, float],
+    seed: int = 0,
+) -> np.ndarray:
+    """The snapshots' phase, σ·(projected potential summed over the slices), on the
+    object grid of a result: float (states, ny, nx) [rad]. ``seed=1``: an independent draw
+    of snapshots from the same model."""
+    supercell, u = snapshots(case, cells, states, seed)
+    grid = specimen_grid(supercell, SAMPLING_ANG)
+    coordinates = np.meshgrid(
+        *((origin[i] + np.arange(shape[i]) * pixel[i]) / grid.pixel_size_ang[i] for i in range(2)),
+        indexing="ij",
+    )
+    sigma = interaction_constant(PROBE.energy_ev)
+    phases = []
+    for displaced in u:
+        potential = slice_potential(
+            supercell, grid, C, displacements_ang=displaced, dtype=torch.float64
+        )
+        phase = sigma * potential.slices_vang.sum(dim=0).numpy()
+        phases.append(ndimage.map_coordinates(phase, coordinates, order=3, mode="grid-wrap"))
+    return np.stack(phases)
+
+
+def snapshot_share(phases: np.ndarray, snapshots_phase: np.ndarray) -> float:
+    """Share of the states' phase deviations from their mean that linear combinations of
+    the snapshots' deviations explain (least squares over the pixels; each state's mean
+    removed, since a constant phase per state leaves the patterns unchanged). 1: every
+    state is a mixture of snapshots; NaN for snapshots without motion."""
+
+    def deviations(stack: np.ndarray) -> np.ndarray:
+        flat: np.ndarray = (stack - stack.mean(axis=0)).reshape(len(stack), -1)
+        centred: np.ndarray = flat - flat.mean(axis=1, keepdims=True)
+        return centred
+
+    target, basis = deviations(phases), deviations(snapshots_phase)
+    if not np.any(np.abs(basis) > 1e-9):
+        return math.nan
+    coefficients, *_ = np.linalg.lstsq(basis.T, target.T, rcond=None)
+    residual = target - (basis.T @ coefficients).T
+    return float(1.0 - np.sum(residual**2) / np.sum(target**2))
+
+
 def analyse(result: Path, case: str, cells: int, states: int) -> dict[str, object]:
     supercell, u = snapshots(case, cells, states)
     columns, true_u = column_displacements(supercell.positions, u)
@@ -297,6 +357,18 @@ def analyse(result: Path, case: str, cells: int, states: int) -> dict[str, objec
         origin = handle["object"].attrs["origin_ang"]
     projected = np.angle(obj).sum(axis=1, keepdims=True)  # thin crystal: the projection
     found = state_positions(projected, columns, pixel, 0.9, origin_ang=origin)[:, 0]
+    # The scored area in pixels of the object: at least 1 Å inside the scan.
+    scan_end = round(cells * A / STEP_ANG - 1) * STEP_ANG
+    area = tuple(
+        slice(math.ceil((1.0 - origin[i]) / pixel[i]), int((scan_end - 1.0 - origin[i]) / pixel[i]))
+        for i in range(2)
+    )
+    grid_key = (tuple(obj.shape[-2:]), tuple(map(float, pixel)), tuple(map(float, origin)))
+    true_phase = true_phases(case, cells, states, *grid_key)[:, area[0], area[1]]
+    snapshot = snapshot_share(projected[:, 0, area[0], area[1]], true_phase)
+    chance = snapshot_share(
+        true_phase, true_phases(case, cells, states, *grid_key, seed=1)[:, area[0], area[1]]
+    )
     g_rec = greens_tensor(displacements(found))
     g_true = greens_tensor(displacements(true_u))
     if case == "static":  # score against the vibrations that are absent from the data
@@ -306,7 +378,6 @@ def analyse(result: Path, case: str, cells: int, states: int) -> dict[str, objec
         )
     # Scored on the columns at least 1 Å inside the scanned area (those on its edge are
     # seen by half the probe positions); self pairs and the 4 nearest neighbours (2.83 Å).
-    scan_end = round(cells * A / STEP_ANG - 1) * STEP_ANG
     inner = np.nonzero(np.all((columns >= 1.0) & (columns <= scan_end - 1.0), axis=1))[0]
     pairs = inner[correlation_pairs(columns[inner], 2.9)]
     rec_blocks, true_blocks = pair_blocks(g_rec, pairs), pair_blocks(g_true, pairs)
@@ -355,6 +426,8 @@ def analyse(result: Path, case: str, cells: int, states: int) -> dict[str, objec
         "neighbour_ratio_avg": ratios["rec"][1],
         "neighbour_ratio_truth": ratios["truth"][0],
         "neighbour_ratio_avg_truth": ratios["truth"][1],
+        "snapshot_share": snapshot,
+        "snapshot_share_chance": chance,
         "b_rec": float(debye_waller(g_rec).mean()),
         "b_true": float(debye_waller(greens_tensor(displacements(true_u))).mean()),
         "branches_rec": branches["rec"],
@@ -468,7 +541,7 @@ def main() -> None:
         f"{'case':<11} {'iter':>5} {'LSM':>6} {'CSM':>6} {'LSMc':>5} {'CSMc':>5} "
         f"{'self':>5} {'nb':>5} {'(M/∞)':>6} "
         f"{'nb/self':>8} {'(truth)':>8} "
-        f"{'avg':>6} {'(truth)':>8} {'B rec':>7} {'B true':>7}  "
+        f"{'avg':>6} {'(truth)':>8} {'snap':>5} {'(ind)':>5} {'B rec':>7} {'B true':>7}  "
         "branch averages [THz]: rec / truth (same analysis) / exact"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -500,6 +573,7 @@ def main() -> None:
                     f"{r['csm_neighbours_sampling']:6.2f} "
                     f"{r['neighbour_ratio']:8.3f} {r['neighbour_ratio_truth']:8.3f} "
                     f"{r['neighbour_ratio_avg']:6.3f} {r['neighbour_ratio_avg_truth']:8.3f} "
+                    f"{r['snapshot_share']:5.2f} {r['snapshot_share_chance']:5.2f} "
                     f"{r['b_rec']:7.3f} {r['b_true']:7.3f}  "
                     f"{_row(r['branches_rec'])} / {_row(r['branches_truth'])} / "
                     f"{_row(r['branches_exact'])}   ({time.perf_counter() - start:.0f} s)",
