@@ -89,13 +89,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import ase
-import h5py
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ptyscope.analysis.columns import Lattice, assign_sites
 from ptyscope.analysis.dispersion import branch_averages, kong_dispersion
+from ptyscope.analysis.images import load_phase_states
+from ptyscope.analysis.registration import sample_periodic
 from ptyscope.analysis.truth import column_displacements
 from ptyscope.analysis.vibrations import (
     average_equivalent_pairs,
@@ -314,10 +314,6 @@ def true_phases(
     of snapshots from the same model."""
     supercell, u = snapshots(case, cells, states, seed)
     grid = specimen_grid(supercell, SAMPLING_ANG)
-    coordinates = np.meshgrid(
-        *((origin[i] + np.arange(shape[i]) * pixel[i]) / grid.pixel_size_ang[i] for i in range(2)),
-        indexing="ij",
-    )
     sigma = interaction_constant(PROBE.energy_ev)
     phases = []
     for displaced in u:
@@ -325,7 +321,7 @@ def true_phases(
             supercell, grid, C, displacements_ang=displaced, dtype=torch.float64
         )
         phase = sigma * potential.slices_vang.sum(dim=0).numpy()
-        phases.append(ndimage.map_coordinates(phase, coordinates, order=3, mode="grid-wrap"))
+        phases.append(sample_periodic(phase, grid.pixel_size_ang, origin, shape, pixel))
     return np.stack(phases)
 
 
@@ -351,23 +347,16 @@ def snapshot_share(phases: np.ndarray, snapshots_phase: np.ndarray) -> float:
 def analyse(result: Path, case: str, cells: int, states: int) -> dict[str, object]:
     supercell, u = snapshots(case, cells, states)
     columns, true_u = column_displacements(supercell.positions, u)
-    with h5py.File(result) as handle:
-        obj = handle["object"][()]
-        pixel = handle["object"].attrs["pixel_size_ang"]
-        origin = handle["object"].attrs["origin_ang"]
-    projected = np.angle(obj).sum(axis=1, keepdims=True)  # thin crystal: the projection
+    phase, image, _ = load_phase_states(result)
+    pixel, origin = image.pixel_size_ang, image.origin_ang
+    projected = phase.sum(axis=1, keepdims=True)  # thin crystal: the projection
     found = state_positions(projected, columns, pixel, 0.9, origin_ang=origin)[:, 0]
-    # The scored area in pixels of the object: at least 1 Å inside the scan.
-    scan_end = round(cells * A / STEP_ANG - 1) * STEP_ANG
-    area = tuple(
-        slice(math.ceil((1.0 - origin[i]) / pixel[i]), int((scan_end - 1.0 - origin[i]) / pixel[i]))
-        for i in range(2)
-    )
-    grid_key = (tuple(obj.shape[-2:]), tuple(map(float, pixel)), tuple(map(float, origin)))
-    true_phase = true_phases(case, cells, states, *grid_key)[:, area[0], area[1]]
-    snapshot = snapshot_share(projected[:, 0, area[0], area[1]], true_phase)
+    rows, cols = image.inner_slices(1.0)  # the scored area, as for the columns below
+    grid_key = (image.phase_rad.shape, pixel, origin)
+    true_phase = true_phases(case, cells, states, *grid_key)[:, rows, cols]
+    snapshot = snapshot_share(projected[:, 0, rows, cols], true_phase)
     chance = snapshot_share(
-        true_phase, true_phases(case, cells, states, *grid_key, seed=1)[:, area[0], area[1]]
+        true_phase, true_phases(case, cells, states, *grid_key, seed=1)[:, rows, cols]
     )
     g_rec = greens_tensor(displacements(found))
     g_true = greens_tensor(displacements(true_u))
@@ -378,6 +367,7 @@ def analyse(result: Path, case: str, cells: int, states: int) -> dict[str, objec
         )
     # Scored on the columns at least 1 Å inside the scanned area (those on its edge are
     # seen by half the probe positions); self pairs and the 4 nearest neighbours (2.83 Å).
+    scan_end = round(cells * A / STEP_ANG - 1) * STEP_ANG
     inner = np.nonzero(np.all((columns >= 1.0) & (columns <= scan_end - 1.0), axis=1))[0]
     pairs = inner[correlation_pairs(columns[inner], 2.9)]
     rec_blocks, true_blocks = pair_blocks(g_rec, pairs), pair_blocks(g_true, pairs)
