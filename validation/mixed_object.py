@@ -56,7 +56,7 @@ reconstruction then uses (0.12 Å), so that the reconstruction's model can repre
 true states; ``--antialias`` restores the band limit for comparison.
 
 ``--fixed-probe`` is a diagnostic: stage 1 keeps the simulation's probe instead of
-fitting it, which separates the probe's errors from the states' (docs/mixed_object.md).
+fitting it, which separates the probe's errors from the states' (docs/mixed_object_log.md).
 Stage 2 fits the probe again from its iteration 150 on (``--refit-probe START``), once the
 states carry the thermal scattering that the stage-1 probe partly took up;
 ``--hold-probe`` keeps the stage-1 probe throughout, as the preset did before 2026-11-24.
@@ -139,7 +139,7 @@ STEP_ANG = 0.5
 #: (loss 6e-14). Until 2026-11-24 the window was 75 pixels (9.0 Å), the detector kept 74,
 #: and the reconstruction worked on 0.1216 Å pixels, where the true states, interpolated,
 #: have a loss of 4e-6 to 1.7e-5: more than the reconstructions reach
-#: (docs/mixed_object.md, "One pixel short"). The simulator now makes such windows even.
+#: (docs/mixed_object_log.md, "One pixel short"). The simulator now makes such windows even.
 SAMPLING_ANG, WINDOW_ANG = 0.12, 9.6
 SOURCE_SIGMA_ANG = 0.2
 CASES = ("static", "einstein", "correlated", "coherence")
@@ -147,7 +147,7 @@ CASES = ("static", "einstein", "correlated", "coherence")
 #: has no band limit and works on the detector's sampling, so only data simulated the same
 #: way can be fitted exactly by the true states. With ⅔ the reconstruction's pixel is 1.5×
 #: the simulation's and the true states fit the data worse than the reconstruction does
-#: (docs/mixed_object.md, "Where the problem lies").
+#: (docs/mixed_object_log.md, "Where the problem lies").
 ANTIALIAS_FRACTION: float | None = None
 
 

@@ -297,7 +297,7 @@ class ReconProbeConfig(_Model):
     start: Annotated[int, Field(ge=0)] = 5
     #: First iteration at which the probe is held again (omit to fit it to the end). In
     #: stage 2 of the mixed-object preset with several probe modes, the modes first give
-    #: the thermal scattering back to the states, then take it back (docs/mixed_object.md).
+    #: the thermal scattering back to the states, then take it back (docs/mixed_object_log.md).
     stop: Annotated[int, Field(ge=1)] | None = None
     #: Step size relative to the probe's initial peak amplitude.
     lr: PositiveFloat = 3e-3
@@ -309,7 +309,7 @@ class ReconProbeConfig(_Model):
     #: Keep the fitted probe's defocus at its starting value (the other aberrations stay
     #: free). The probe's focus and the object's depth trade off, so a fitted probe can
     #: drift in defocus; in stage 1 of the mixed-object preset the drift drained the
-    #: object states' variance in stage 2 (docs/mixed_object.md).
+    #: object states' variance in stage 2 (docs/mixed_object_log.md).
     hold_defocus: bool = False
 
     @model_validator(mode="after")
@@ -362,7 +362,7 @@ class InitConfig(_Model):
     random phases, and the probe modes are held as stage 1 found them until the states
     have moved apart, then fitted with them; several modes are held again after 50
     iterations (``probe.stop = 200``), or they take the scattering back
-    (docs/mixed_object.md).
+    (docs/mixed_object_log.md).
 
     ``probe_file`` / ``object_file``: the probe or object of another reconstruction
     (ptyscope, PtyRAD ``model_*.hdf5`` or py4DSTEM ``.h5``), resampled to this run's pixel
@@ -504,7 +504,7 @@ class OptimizationConfig(_Model):
     #: 1/(1 − adam_beta2) updates. With one full-batch update per iteration the default
     #: 0.999 keeps the large gradients of the first iterations for ~1000 iterations and so
     #: shrinks every later step; 0.99 reached the mixed-object validation's correlations
-    #: about 200 iterations sooner (docs/mixed_object.md).
+    #: about 200 iterations sooner (docs/mixed_object_log.md).
     adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999
     #: Write the parameters of the lowest loss instead of the last (the result's
     #: kept_iteration says which); the run itself goes on to the end. The loss is measured

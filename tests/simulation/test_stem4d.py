@@ -242,7 +242,7 @@ def test_probe_window_over_a_larger_crystal_equals_the_whole_unit_cell() -> None
 def test_without_a_band_limit_the_reconstruction_model_reproduces_the_data() -> None:
     # 8.9 Å of 0.1195 Å pixels is 75 px, the detector's centred crop of which kept 74: the
     # reconstruction's pixel (window / detector pixels) then missed the simulation's by
-    # 1.4 % and the true object did not fit the data (docs/mixed_object.md). Even grids
+    # 1.4 % and the true object did not fit the data (docs/mixed_object_log.md). Even grids
     # keep every pixel, and the true transmission functions reproduce the patterns.
     specimen = _sto((3, 3, 1))
     scan = ScanSettings((2, 2), (0.5, 0.7), origin_ang=(0.0, 0.0))

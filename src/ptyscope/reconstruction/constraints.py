@@ -90,7 +90,7 @@ class ProbeDefocusHold(Constraint):
     The probe's defocus and the depth of a multislice object trade off: moving the probe's
     focus by δ and the specimen by δ along the beam leaves the data unchanged, so a fitted
     probe can drift in defocus while the object follows it (4 Å in 60 iterations of stage 1
-    of the mixed-object preset, docs/mixed_object.md). Holding the defocus at its starting
+    of the mixed-object preset, docs/mixed_object_log.md). Holding the defocus at its starting
     value fixes that freedom; the other aberrations stay free.
 
     After each update the Fourier-space phase change φ(k) = arg(ψ̃₀*(k)·ψ̃(k)) of the

@@ -26,7 +26,7 @@ copy of the parameters of the lowest loss so far (:attr:`Engine.best`, in checkp
 too), and :meth:`Engine.best_parameters` lends them for writing the result. The run
 itself goes on from its last state, so a resumed run is the same as an uninterrupted one.
 Why: with a constant Adam step a long mixed-object run passes its loss minimum and then
-degrades (docs/mixed_object.md).
+degrades (docs/mixed_object_log.md).
 """
 
 from __future__ import annotations
