@@ -178,7 +178,13 @@ class DetectorConfig(_Model):
 
 
 class AcquisitionConfig(_Model):
+    #: Standard deviation of the demagnified incoherent Gaussian source [Å] (partial
+    #: spatial coherence; FWHM = 2.355 σ). The probe becomes the source's exact mixed
+    #: state, as orthogonal modes, so the time grows with their number (300 kV, 25 mrad:
+    #: 8 modes for σ = 0.1 Å, 17 for 0.2 Å).
     source_sigma_ang: Annotated[float, Field(ge=0)] = 0.0
+    #: Fraction of the source's power that the dropped probe modes may hold.
+    source_tolerance: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     #: Electron dose [e/Å²]; omit for noise-free data.
     dose_e_per_ang2: PositiveFloat | None = None
 

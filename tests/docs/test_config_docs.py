@@ -75,7 +75,6 @@ KNOWN_GAPS: dict[str, tuple[str, ...]] = {
     "TiltConfig": ("tilt_x_mrad", "tilt_y_mrad", "gradient_y_mrad_per_ang"),
     "PhononConfig": ("model", "configs", "temperature_k"),
     "DetectorConfig": ("max_angle_mrad", "binning"),
-    "AcquisitionConfig": ("source_sigma_ang",),
     "TiltSeriesConfig": ("min_deg", "max_deg", "step_deg", "euler_deg"),
     "PreprocessConfig": ("output",),
     "InputConfig": ("path", "energy_ev", "scan_step_ang", "semiangle_mrad"),

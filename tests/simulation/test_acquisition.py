@@ -1,4 +1,5 @@
-"""Source size and dose: counts follow the dose, zero source size is the identity."""
+"""Scan-grid source average and dose: counts follow the dose, zero source size is the
+identity."""
 
 from __future__ import annotations
 

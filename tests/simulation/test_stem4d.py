@@ -175,16 +175,42 @@ def test_band_limit_detector_crop_and_binning() -> None:
     assert 30.0 - cropped.calibration.detector_pixel_mrad[0] < half_angle <= 30.0 + 1e-9
 
 
-def test_dose_and_source_size_act_on_the_scan() -> None:
+def test_source_patterns_are_the_average_over_shifted_probes() -> None:
+    """A Gaussian source of σ: each pattern is the average of coherent patterns over probe
+    shifts s weighted by g(s), here by 10 × 10-point Gauss-Hermite quadrature over scans
+    whose origin is shifted by s (independent of the simulator's probe modes)."""
+    specimen = _sto((1, 1, 1))
+    common = {"sampling_ang": 0.12, "slice_thickness_ang": A_STO / 2}
+    sigma, tolerance = 0.2, 1e-4
+    scan = ScanSettings((3, 3), (0.5, 0.5))
+    source = simulate_4dstem(
+        specimen, PROBE, scan, source_sigma_ang=sigma, source_tolerance=tolerance, **common
+    ).dataset
+    assert 0 < source.metadata["source_power_dropped"] <= tolerance
+    nodes, weights = np.polynomial.hermite_e.hermegauss(10)
+    weights = weights / weights.sum()
+    reference = np.zeros(source.data.shape)
+    for sy, wy in zip(nodes * sigma, weights, strict=True):
+        for sx, wx in zip(nodes * sigma, weights, strict=True):
+            shifted = ScanSettings(scan.shape, scan.step_ang, origin_ang=(sy, sx))
+            reference += wy * wx * simulate_4dstem(specimen, PROBE, shifted, **common).dataset.data
+    coherent = simulate_4dstem(specimen, PROBE, scan, **common).dataset.data
+    change = np.abs(reference - coherent).sum(axis=(2, 3))
+    error = np.abs(source.data - reference).sum(axis=(2, 3))
+    assert change.max() > 0.05  # the source matters
+    # Dropped modes of power d change a pattern of total <= 1 by at most 2d (L1); float32
+    # patterns of ~1000 pixels add ~1e-5.
+    assert error.max() < 2 * source.metadata["source_power_dropped"] + 2e-5, error.max()
+    assert source.metadata["source_modes"] > 1
+
+
+def test_dose_acts_on_the_scan() -> None:
     specimen = _sto((1, 1, 1))
     scan = ScanSettings((4, 4), (0.5, 0.5))
     common = {"sampling_ang": 0.12, "slice_thickness_ang": A_STO / 2}
     clean = simulate_4dstem(specimen, PROBE, scan, **common).dataset
     same = simulate_4dstem(specimen, PROBE, scan, source_sigma_ang=0.0, **common).dataset
     np.testing.assert_array_equal(same.data, clean.data)
-    blurred = simulate_4dstem(specimen, PROBE, scan, source_sigma_ang=0.4, **common).dataset
-    assert np.abs(blurred.data - clean.data).max() > 1e-4
-    np.testing.assert_allclose(blurred.data.sum(), clean.data.sum(), rtol=1e-4)
     dose = 2e4  # e/Å² -> 5000 e per pattern on 0.5 Å steps
     noisy = simulate_4dstem(specimen, PROBE, scan, dose_e_per_ang2=dose, seed=3, **common)
     counts = noisy.dataset.data.sum(axis=(2, 3))

@@ -24,7 +24,7 @@ from .multislice import (
     multislice_forward,
     split_positions,
 )
-from .probe import aperture, build_probe, orthogonal_modes, probe_from_fourier
+from .probe import aperture, build_probe, orthogonal_modes, probe_from_fourier, source_modes
 from .propagator import fresnel_propagator, propagate
 from .transmission import transmission_function
 
@@ -54,6 +54,7 @@ __all__ = [
     "polar_frequencies",
     "probe_from_fourier",
     "propagate",
+    "source_modes",
     "spatial_frequencies",
     "split_positions",
     "transmission_function",

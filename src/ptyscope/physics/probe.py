@@ -26,7 +26,12 @@ __all__ = [
     "build_probe",
     "orthogonal_modes",
     "probe_from_fourier",
+    "source_modes",
 ]
+
+#: Largest number of Fourier pixels that carry the probe for :func:`source_modes` (its
+#: coherence matrix is that size squared: 8192² complex128 numbers are 1 GiB).
+_MAX_SOURCE_PIXELS = 8192
 
 
 def aperture(
@@ -183,6 +188,100 @@ def orthogonal_modes(
     stacked = torch.stack(modes)
     weights = torch.tensor(powers, dtype=real, device=probe.device).sqrt()
     return stacked * weights[:, None, None]
+
+
+def source_modes(
+    probe: torch.Tensor,
+    grid: Grid,
+    source_sigma_ang: float,
+    *,
+    tolerance: float = 1e-3,
+) -> tuple[torch.Tensor, float]:
+    """Probe modes of a finite incoherent source (partial spatial coherence), exactly.
+
+    The demagnified image of an incoherent Gaussian source of standard deviation σ shifts
+    the probe by s with weight g(s) = exp(−|s|²/2σ²)/(2πσ²), so the beam is the mixed state
+    ρ(r₁, r₂) = ∫ g(s) P(r₁ − s) P*(r₂ − s) d²s. A shift is a phase ramp in Fourier space,
+    so the integral is exact there:
+
+        ρ(k₁, k₂) = ψ(k₁) ψ*(k₂) exp(−2π² σ² |k₁ − k₂|²),
+
+    with ψ the probe's Fourier transform (Thibault & Menzel, Nature 494, 68 (2013), model
+    partial coherence by such modes; Gladyshev et al. 2023 and 2025 reconstruct them). Its
+    eigenvectors are orthogonal probe modes and its eigenvalues their powers; a pattern is
+    the incoherent sum of the modes' patterns. The modes are kept, strongest first, until
+    they hold 1 − ``tolerance`` of the power (a degenerate pair is not split), and scaled
+    to the probe's total power.
+
+    Parameters
+    ----------
+    probe:
+        Complex tensor (ny, nx): the coherent probe on ``grid``, any normalisation.
+    grid:
+        The probe's real-space grid (shape (ny, nx), pixel [Å]).
+    source_sigma_ang:
+        σ of the demagnified source [Å] (FWHM = 2.355 σ); 0 returns the probe itself.
+    tolerance:
+        Fraction of the power the dropped modes may hold, in (0, 1).
+
+    Returns
+    -------
+    modes:
+        Complex tensor (M, ny, nx), the probe's dtype and device: ⟨P_i, P_j⟩ = 0 for i ≠ j,
+        strongest first, Σ_m Σ_r |P_m|² = Σ_r |probe|².
+    dropped:
+        Fraction of the power in the modes left out (≤ ``tolerance``).
+
+    Examples
+    --------
+    >>> p = build_probe(Grid((48, 48), 0.15), 300e3, 20.0)[0]
+    >>> modes, dropped = source_modes(p, Grid((48, 48), 0.15), 0.1)
+    >>> modes.shape[0], round(float((modes[0].abs() ** 2).sum()), 2)
+    (6, 0.84)
+    """
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a ptyscope.physics.Grid, got {type(grid).__name__}")
+    if probe.ndim != 2 or tuple(probe.shape) != grid.shape or not probe.is_complex():
+        raise ValueError(
+            f"probe must be a complex tensor of the grid's shape {grid.shape}, got "
+            f"{probe.dtype} of shape {tuple(probe.shape)}"
+        )
+    if not math.isfinite(source_sigma_ang) or source_sigma_ang < 0:
+        raise ValueError(f"source_sigma_ang must be finite and >= 0 Å, got {source_sigma_ang}")
+    if not (math.isfinite(tolerance) and 0 < tolerance < 1):
+        raise ValueError(f"tolerance must lie in (0, 1), got {tolerance}")
+    if source_sigma_ang == 0:
+        return probe[None].clone(), 0.0
+    psi = torch.fft.fft2(probe.to(torch.complex128), norm="ortho")
+    power = psi.abs() ** 2
+    carried = power > 1e-12 * power.max()
+    count = int(carried.sum())
+    if count > _MAX_SOURCE_PIXELS:
+        raise ValueError(
+            f"probe carries power in {count} Fourier pixels; source_modes handles at most "
+            f"{_MAX_SOURCE_PIXELS} (its coherence matrix grows as their square): use a "
+            "smaller probe window or a coarser detector"
+        )
+    ky, kx = grid.frequencies(device=probe.device, dtype=torch.float64)
+    k = torch.stack([ky.expand(grid.shape)[carried], kx.expand(grid.shape)[carried]], dim=1)
+    values = psi[carried]
+    distance2 = torch.cdist(k, k) ** 2
+    coherence = values[:, None] * values.conj()[None, :]
+    coherence = coherence * torch.exp(-2.0 * math.pi**2 * source_sigma_ang**2 * distance2)
+    eigenvalues, eigenvectors = torch.linalg.eigh(coherence)
+    eigenvalues = eigenvalues.flip(0).clamp_min(0.0)
+    eigenvectors = eigenvectors.flip(1)
+    total = float(eigenvalues.sum())
+    cumulative = torch.cumsum(eigenvalues, 0) / total
+    kept = int((cumulative < 1.0 - tolerance).sum()) + 1
+    while kept < count and bool(eigenvalues[kept] > (1.0 - 1e-6) * eigenvalues[kept - 1]):
+        kept += 1  # a degenerate partner (x and y of a symmetric probe) stays with its pair
+    dropped = 1.0 - float(cumulative[kept - 1])
+    spectra = torch.zeros((kept, *grid.shape), dtype=torch.complex128, device=probe.device)
+    scale = torch.sqrt(eigenvalues[:kept] * (total / float(eigenvalues[:kept].sum())))
+    spectra[:, carried] = (eigenvectors[:, :kept] * scale).T.to(torch.complex128)
+    modes = torch.fft.ifft2(spectra, norm="ortho")
+    return modes.to(probe.dtype), max(dropped, 0.0)
 
 
 def build_probe(

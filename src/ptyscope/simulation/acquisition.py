@@ -1,15 +1,17 @@
-"""What the microscope does to ideal 4D-STEM data: finite source size and electron dose.
+"""What acquisition does to ideal 4D-STEM data: electron dose, and the scan-grid source
+average of Gladyshev et al. (2025).
 
-Both act on intensities of shape (scan_y, scan_x, det_y, det_x) in which each pattern is the
-far field of a unit-intensity probe (sums to 1 in vacuum; see ptyscope.physics.multislice).
+The dose acts on intensities of shape (scan_y, scan_x, det_y, det_x) in which each pattern
+is the far field of a unit-intensity probe (sums to 1 in vacuum; see
+ptyscope.physics.multislice). A dose D [e/Å²] on a scan of step (Δy, Δx) puts D·Δy·Δx
+electrons per pattern on average; the detector counts are Poisson distributed.
 
-* Partial spatial coherence: the demagnified image of a finite source blurs the probe
-  position. For an incoherent Gaussian source of standard deviation s [Å] the recorded
-  pattern at scan position r is the average of ideal patterns over positions r' weighted by
-  a Gaussian of width s, i.e. a convolution over the two scan axes (Gladyshev et al. 2023;
-  Thibault & Menzel 2013 treat the same blur by probe modes in the reconstruction).
-* Dose: a dose D [e/Å²] on a scan of step (Δy, Δx) puts D·Δy·Δx electrons per pattern on
-  average; the detector counts are Poisson distributed.
+A finite source (partial spatial coherence) makes the probe a mixed state, which the
+simulator builds exactly as probe modes (:func:`ptyscope.physics.probe.source_modes`).
+:func:`apply_source_size` keeps the scan-grid average of Gladyshev et al. (2025), which the
+simulator used for it until 2026-11-25: a much more coherent beam than a Gaussian source of
+the same σ when σ is below the scan step (docs/mixed_object_log.md, "The source size was
+an average over the scan").
 """
 
 from __future__ import annotations
@@ -59,7 +61,18 @@ def apply_source_size(
     scan_step_ang: float | tuple[float, float],
     source_sigma_ang: float,
 ) -> torch.Tensor:
-    """Blur the scan by an incoherent Gaussian source (partial spatial coherence).
+    """Average neighbouring patterns with Gaussian weights over the scan grid.
+
+    This is how Gladyshev et al. (2025) simulated partial spatial coherence: each pattern
+    becomes the average of the recorded ones around it, weighted by a Gaussian of σ =
+    ``source_sigma_ang`` sampled at the scan positions. It is the exact pattern of a
+    source that shifts the probe only by whole scan steps; for a Gaussian source it is an
+    approximation that holds only when σ spans several steps and the patterns change
+    little over one step. With σ = 0.4 steps (their 47 pm FWHM on 50 pm steps) the
+    weights are 0.92 / 0.04 per axis: a mixed state whose first mode holds ~85 % of the
+    power, where the Gaussian source of the same σ holds ~45 % (300 kV, 25 mrad). For the
+    source itself use ``simulate_4dstem(..., source_sigma_ang=...)``, which builds its
+    exact probe modes (:func:`ptyscope.physics.probe.source_modes`).
 
     Parameters
     ----------

@@ -204,6 +204,7 @@ def run_simulation(
         "antialias_fraction": config.sampling.antialias_fraction,
         "detector": DetectorSettings(config.detector.max_angle_mrad, config.detector.binning),
         "source_sigma_ang": config.acquisition.source_sigma_ang,
+        "source_tolerance": config.acquisition.source_tolerance,
         "dose_e_per_ang2": config.acquisition.dose_e_per_ang2,
         "seed": config.seed,
         "memory_limit_gb": config.memory_limit_gb,
