@@ -297,6 +297,10 @@ class ReconProbeConfig(_Model):
     #: Initial probe: "aperture" (disk of the semiangle) or "mean_pattern" (measured
     #: bright-field disk), both with the defocus phase.
     init: Literal["aperture", "mean_pattern"] = "aperture"
+    #: Start the ``modes`` as the strongest modes of an incoherent Gaussian source of this
+    #: σ [Å] (partial spatial coherence: the shapes and powers it gives them), their powers
+    #: scaled to 1. 0: the probe times low-order polynomials, 1 : 0.1 : 0.05 : ... in power.
+    source_sigma_ang: Annotated[float, Field(ge=0)] = 0.0
     #: Fit the probe (false: keep the initial probe throughout).
     fit: bool = True
     #: First iteration (0-based) at which the probe is fitted.

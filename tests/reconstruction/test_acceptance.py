@@ -75,12 +75,19 @@ def test_position_correction_recovers_0p3_angstrom_errors() -> None:
 
 def test_probe_modes_fit_partially_coherent_data_better() -> None:
     # A 0.4 Å source makes the probe a mixed state (42 modes hold all but 1e-3 of it);
-    # extra probe modes can represent part of that incoherence.
+    # extra probe modes can represent part of that incoherence, and more of it when they
+    # start as the source's own modes (probe.source_sigma_ang) than as the probe times
+    # polynomials.
     sim = srtio3(2, source_sigma_ang=0.4, scan_shape=16)
     losses = {}
-    for modes in (1, 4):
+    for modes, source in ((1, 0.0), (4, 0.0), (4, 0.4)):
         setup = prepare(
-            sim.dataset, num_slices=1, slice_thickness_ang=2 * A, num_modes=modes, defocus_ang=60.0
+            sim.dataset,
+            num_slices=1,
+            slice_thickness_ang=2 * A,
+            num_modes=modes,
+            defocus_ang=60.0,
+            source_sigma_ang=source,
         )
         settings = EngineSettings(
             iterations=60,
@@ -90,12 +97,13 @@ def test_probe_modes_fit_partially_coherent_data_better() -> None:
             lr_decay=0.97,
         )
         engine = Engine(setup.params, setup.measured, setup.cache, settings, setup.grid_shape)
-        losses[modes] = engine.run().loss[-1]
-    # Measured (60 iterations, 2026-11-25): 510 (1 mode) against 496 (4 modes) and 498
-    # (8 modes); coherent data reach 431 with 1 mode, so the modes recover only ~18% of
-    # the excess in 60 iterations.
-    # The runs are deterministic (seeded), so "lower" is exact; 1% guards against ties.
-    assert losses[4] < 0.99 * losses[1], losses
+        losses[modes, source] = engine.run().loss[-1]
+    # Measured (60 iterations, 2026-11-25): 510 (1 mode), 496 (4 polynomial modes), 489
+    # (4 source modes); coherent data reach 431 with 1 mode, so the modes recover 18 % and
+    # 24 % of the excess in 60 iterations. The runs are deterministic (seeded), so "lower"
+    # is exact; the margins guard against ties.
+    assert losses[4, 0.0] < 0.99 * losses[1, 0.0], losses
+    assert losses[4, 0.4] < 0.995 * losses[4, 0.0], losses
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:

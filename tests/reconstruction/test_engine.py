@@ -291,6 +291,31 @@ def test_probe_from_the_mean_pattern_matches_the_aperture_probe() -> None:
         prepare(sim.dataset, probe_from="guess", **kwargs)
 
 
+def test_probe_modes_start_as_the_source_modes() -> None:
+    from ptyscope.physics import Grid
+    from ptyscope.physics.probe import source_modes
+    from ptyscope.reconstruction.setup import prepare
+
+    sim = srtio3(2, scan_shape=8)
+    kwargs = {"num_slices": 1, "slice_thickness_ang": 2 * A, "defocus_ang": 60.0}
+    single = prepare(sim.dataset, **kwargs)
+    coherent = single.params.probe.detach()[0]
+    probe = prepare(sim.dataset, num_modes=3, source_sigma_ang=0.2, **kwargs).params.probe
+    probe = probe.detach()
+    grid = Grid((coherent.shape[0], coherent.shape[1]), single.pixel_size_ang)
+    expected, _ = source_modes(coherent, grid, 0.2, tolerance=1e-9)
+    expected = expected[:3] / torch.sqrt((expected[:3].abs() ** 2).sum())
+    torch.testing.assert_close(probe, expected, rtol=0, atol=1e-5)
+    powers = (probe.abs() ** 2).sum(dim=(-2, -1))
+    # 22 mrad, σ = 0.2 Å: the coherent mode and the degenerate x/y pair of the source.
+    assert float(powers[1]) == pytest.approx(float(powers[2]), rel=1e-3)
+    assert 0.5 < float(powers[0]) < 0.8
+    with pytest.raises(ValueError, match=r"source_sigma_ang=0.001 Å gives only \d+ probe modes"):
+        prepare(sim.dataset, num_modes=12, source_sigma_ang=0.001, **kwargs)
+    with pytest.raises(ValueError, match="source_sigma_ang must be finite and >= 0 Å, got -1"):
+        prepare(sim.dataset, num_modes=2, source_sigma_ang=-1.0, **kwargs)
+
+
 def test_the_model_puts_its_patterns_on_an_optical_axis_between_pixels() -> None:
     """Binning by 3 puts the axis 1/3 px off the centre pixel; the model must follow it.
 

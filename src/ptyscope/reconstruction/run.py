@@ -150,6 +150,7 @@ def build_run(
         tilt_mrad=tilt,
         seed=config.optimization.seed,
         probe_from=config.probe.init,
+        source_sigma_ang=config.probe.source_sigma_ang,
         scan_half=data.scan_half,
         substeps=propagator.planes_per_slice(config.object.slice_thickness_ang),
         state_phase_noise_rad=config.object.state_noise_rad,

@@ -18,7 +18,12 @@ from ptyscope.physics.aberrations import aberration_function
 from ptyscope.physics.constants import wavelength_ang
 from ptyscope.physics.grids import Grid
 from ptyscope.physics.multislice import detector_offset_ramp, fourier_shift
-from ptyscope.physics.probe import build_probe, orthogonal_modes, probe_from_fourier
+from ptyscope.physics.probe import (
+    build_probe,
+    orthogonal_modes,
+    probe_from_fourier,
+    source_modes,
+)
 
 from .forward import PropagatorCache
 from .parameters import PtychoParameters
@@ -89,6 +94,7 @@ def prepare(
     padding_px: int = PADDING_PX,
     seed: int = 0,
     probe_from: str = "aperture",
+    source_sigma_ang: float = 0.0,
     scan_half: str | None = None,
     substeps: int = 1,
     device: torch.device | str = "cpu",
@@ -126,6 +132,12 @@ def prepare(
         phase (the probe builder). ``"mean_pattern"``: the measured bright-field disk,
         |ψ(k)| = √PACBED inside 1.1 α, with the defocus phase; follows the real
         aperture's shape and edge. Extra modes are derived from it the same way.
+    source_sigma_ang:
+        0: extra probe modes are the probe times low-order polynomials
+        (:func:`~ptyscope.physics.probe.orthogonal_modes`). > 0: the modes are the
+        ``num_modes`` strongest of an incoherent Gaussian source of this σ [Å]
+        (:func:`~ptyscope.physics.probe.source_modes`), their powers scaled to a total of
+        1: the shapes and powers partial spatial coherence gives them.
     device:
         Torch device of the run.
     """
@@ -151,14 +163,19 @@ def prepare(
     phases *= state_phase_noise_rad if num_states > 1 else 0.0
     obj = torch.polar(torch.ones_like(phases), phases).to(torch.complex64)
     grid = Grid((ny, nx), pixel)
+    if not math.isfinite(source_sigma_ang) or source_sigma_ang < 0:
+        raise ValueError(f"source_sigma_ang must be finite and >= 0 Å, got {source_sigma_ang}")
+    grown = 1 if source_sigma_ang > 0 else num_modes  # modes grown from the coherent probe
     if probe_from == "aperture":
         probe = build_probe(
-            grid, cal.energy_ev, cal.semiangle_mrad, {"defocus": defocus_ang}, num_modes=num_modes
+            grid, cal.energy_ev, cal.semiangle_mrad, {"defocus": defocus_ang}, num_modes=grown
         )
     elif probe_from == "mean_pattern":
-        probe = _probe_from_mean_pattern(dataset, grid, defocus_ang, num_modes)
+        probe = _probe_from_mean_pattern(dataset, grid, defocus_ang, grown)
     else:
         raise ValueError(f"probe_from must be 'aperture' or 'mean_pattern', got {probe_from!r}")
+    if source_sigma_ang > 0:
+        probe = _source_probe(probe[0], grid, source_sigma_ang, num_modes)
     tilt = np.asarray(tilt_mrad, dtype=np.float64)
     tilt = tilt.reshape(-1, 2) if tilt.ndim == 3 else tilt
     keep = scan_half_mask(dataset.scan_shape, scan_half)
@@ -242,6 +259,21 @@ def _exit_ramp(dataset: Dataset4D, device: torch.device) -> torch.Tensor | None:
     """The forward model's detector-offset ramp; ``None`` when the axis is on a pixel."""
     offset = axis_offset_px(dataset)
     return None if offset is None else detector_offset_ramp(dataset.detector_shape, offset, device)
+
+
+def _source_probe(
+    probe: torch.Tensor, grid: Grid, source_sigma_ang: float, num_modes: int
+) -> torch.Tensor:
+    """The ``num_modes`` strongest modes of a Gaussian source, scaled to unit power."""
+    modes, _ = source_modes(probe, grid, source_sigma_ang, tolerance=1e-9)
+    if len(modes) < num_modes:
+        raise ValueError(
+            f"probe.source_sigma_ang={source_sigma_ang} Å gives only {len(modes)} probe modes "
+            f"with more than 1e-9 of the power, fewer than probe.modes={num_modes}: use "
+            "fewer modes or a larger source"
+        )
+    kept = modes[:num_modes]
+    return kept / torch.sqrt((kept.abs() ** 2).sum())
 
 
 def _probe_from_mean_pattern(
