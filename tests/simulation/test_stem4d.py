@@ -15,6 +15,7 @@ from ptyscope.physics.probe import build_probe
 from ptyscope.physics.transmission import transmission_function
 from ptyscope.reconstruction.forward import predict
 from ptyscope.reconstruction.setup import prepare
+from ptyscope.simulation.acquisition import apply_source_size
 from ptyscope.simulation.potential import slice_potential, specimen_grid
 from ptyscope.simulation.stem4d import (
     DetectorSettings,
@@ -202,6 +203,31 @@ def test_source_patterns_are_the_average_over_shifted_probes() -> None:
     # patterns of ~1000 pixels add ~1e-5.
     assert error.max() < 2 * source.metadata["source_power_dropped"] + 2e-5, error.max()
     assert source.metadata["source_modes"] > 1
+
+
+def test_periodic_scan_average_is_a_probe_shifted_by_whole_steps() -> None:
+    """The paper's scan average (apply_source_size) over a scan that covers one period is
+    the pattern of a probe shifted by whole scan steps with sampled Gaussian weights, at
+    every position; with replicated edges the edge rows are not."""
+    specimen = _sto((1, 1, 1))
+    common = {"sampling_ang": 0.12, "slice_thickness_ang": A_STO / 2}
+    step, sigma = A_STO / 5, 0.3
+    scan = ScanSettings((5, 5), (step, step))
+    data = torch.from_numpy(simulate_4dstem(specimen, PROBE, scan, **common).dataset.data)
+    offsets = np.arange(-2, 3)  # the kernel reaches ceil(4σ/step) = 2 steps
+    weights = np.exp(-0.5 * (offsets * step / sigma) ** 2)
+    weights /= weights.sum()
+    reference = np.zeros(data.shape)
+    for a, wa in zip(offsets, weights, strict=True):
+        for b, wb in zip(offsets, weights, strict=True):
+            shifted = ScanSettings(scan.shape, scan.step_ang, origin_ang=(a * step, b * step))
+            reference += wa * wb * simulate_4dstem(specimen, PROBE, shifted, **common).dataset.data
+    periodic = apply_source_size(data, step, sigma, periodic=True).numpy()
+    np.testing.assert_allclose(periodic, reference, rtol=0, atol=2e-6)
+    edges = apply_source_size(data, step, sigma).numpy()
+    assert np.abs(edges - reference)[0].max() > 100 * np.abs(periodic - reference).max()
+    with pytest.raises(ValueError, match="needs at least that many scan points per axis"):
+        apply_source_size(data[:1, :1], step, sigma, periodic=True)
 
 
 def test_dose_acts_on_the_scan() -> None:

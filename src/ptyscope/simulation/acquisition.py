@@ -42,16 +42,21 @@ def _gaussian_kernel(sigma_px: float, dtype: torch.dtype, device: torch.device) 
     return kernel / kernel.sum()
 
 
-def _blur_axis(data: torch.Tensor, sigma_px: float, axis: int) -> torch.Tensor:
-    """Gaussian blur along scan axis 0 or 1 with edge replication (no wrap-around)."""
+def _blur_axis(data: torch.Tensor, sigma_px: float, axis: int, periodic: bool) -> torch.Tensor:
+    """Gaussian blur along scan axis 0 or 1, the edges wrapped or replicated."""
     if sigma_px == 0:
         return data
     kernel = _gaussian_kernel(sigma_px, data.dtype, data.device)
     radius = kernel.numel() // 2
     moved = data.movedim(axis, -1)  # (..., n)
     shape = moved.shape
+    if periodic and radius > shape[-1]:
+        raise ValueError(
+            f"a periodic scan average of {4 * sigma_px:.3g} steps either side needs at least "
+            f"that many scan points per axis, got {shape[-1]}"
+        )
     rows = moved.reshape(-1, 1, shape[-1])
-    padded = functional.pad(rows, (radius, radius), mode="replicate")
+    padded = functional.pad(rows, (radius, radius), mode="circular" if periodic else "replicate")
     blurred = functional.conv1d(padded, kernel.view(1, 1, -1))
     return blurred.reshape(shape).movedim(-1, axis)
 
@@ -60,6 +65,8 @@ def apply_source_size(
     data: torch.Tensor,
     scan_step_ang: float | tuple[float, float],
     source_sigma_ang: float,
+    *,
+    periodic: bool = False,
 ) -> torch.Tensor:
     """Average neighbouring patterns with Gaussian weights over the scan grid.
 
@@ -83,12 +90,16 @@ def apply_source_size(
     source_sigma_ang:
         Standard deviation of the demagnified source [Å] (FWHM = 2.355 σ); 0 leaves the data
         unchanged.
+    periodic:
+        The scan covers exactly one period of a periodic specimen: the neighbours beyond
+        an edge are the patterns at the opposite edge. Otherwise the edge patterns stand
+        in for them, so the edge rows are not the pattern of any shifted probe.
 
     Returns
     -------
     torch.Tensor
         Tensor of the same shape, dtype and device. The total intensity of every pattern is
-        preserved (the blur averages patterns; scan edges are replicated).
+        preserved (the blur averages patterns).
     """
     _require_real_4d(data)
     steps = require_positive_pair("scan_step_ang", scan_step_ang, "Å")
@@ -96,8 +107,8 @@ def apply_source_size(
         raise ValueError(f"source_sigma_ang must be finite and >= 0 Å, got {source_sigma_ang}")
     if source_sigma_ang == 0:
         return data
-    out = _blur_axis(data, source_sigma_ang / steps[0], axis=0)
-    return _blur_axis(out, source_sigma_ang / steps[1], axis=1)
+    out = _blur_axis(data, source_sigma_ang / steps[0], 0, periodic)
+    return _blur_axis(out, source_sigma_ang / steps[1], 1, periodic)
 
 
 def electrons_per_pattern(
