@@ -257,6 +257,10 @@ def test_bad_inputs_are_named() -> None:
         simulate_4dstem(specimen, PROBE, scan, detector=DetectorSettings(binning=0))
     with pytest.raises(ValueError, match="antialias_fraction"):
         simulate_4dstem(specimen, PROBE, scan, antialias_fraction=1.5)
+    with pytest.raises(ValueError, match=r"source_tolerance must lie in \(0.0, 1.0\), got 0.0"):
+        simulate_4dstem(specimen, PROBE, scan, source_sigma_ang=0.2, source_tolerance=0.0)
+    with pytest.raises(ValueError, match=r"source_sigma_ang must be finite and >= 0 Å, got -0\.2"):
+        simulate_4dstem(specimen, PROBE, scan, source_sigma_ang=-0.2)
     with pytest.raises(ValueError, match="full 3D cell"):
         simulate_4dstem(Atoms("Au", positions=[(0, 0, 0)]), PROBE, scan)
     tilted_cell = specimen.copy()

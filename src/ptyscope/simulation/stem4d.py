@@ -371,6 +371,7 @@ def simulate_4dstem(
             f"got {configs.shape}"
         )
 
+    require_in_range("source_tolerance", source_tolerance, 0.0, 1.0, inclusive=False)
     lam = wavelength_ang(probe.energy_ev)
     coherent = build_probe(
         window, probe.energy_ev, probe.semiangle_mrad, dict(probe.aberrations), device=device
