@@ -226,7 +226,10 @@ def test_periodic_scan_average_is_a_probe_shifted_by_whole_steps() -> None:
     np.testing.assert_allclose(periodic, reference, rtol=0, atol=2e-6)
     edges = apply_source_size(data, step, sigma).numpy()
     assert np.abs(edges - reference)[0].max() > 100 * np.abs(periodic - reference).max()
-    with pytest.raises(ValueError, match="needs at least that many scan points per axis"):
+    with pytest.raises(
+        ValueError,
+        match="reaching 2 steps either side needs at least 2 scan points per axis, got 1",
+    ):
         apply_source_size(data[:1, :1], step, sigma, periodic=True)
 
 

@@ -278,8 +278,8 @@ def source_modes(
         kept += 1  # a degenerate partner (x and y of a symmetric probe) stays with its pair
     dropped = 1.0 - float(cumulative[kept - 1])
     spectra = torch.zeros((kept, *grid.shape), dtype=torch.complex128, device=probe.device)
-    scale = torch.sqrt(eigenvalues[:kept] * (total / float(eigenvalues[:kept].sum())))
-    spectra[:, carried] = (eigenvectors[:, :kept] * scale).T.to(torch.complex128)
+    scale = torch.sqrt(eigenvalues[:kept] / cumulative[kept - 1])  # kept powers sum to total
+    spectra[:, carried] = (eigenvectors[:, :kept] * scale).T
     modes = torch.fft.ifft2(spectra, norm="ortho")
     return modes.to(probe.dtype), max(dropped, 0.0)
 

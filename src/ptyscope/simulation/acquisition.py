@@ -52,8 +52,8 @@ def _blur_axis(data: torch.Tensor, sigma_px: float, axis: int, periodic: bool) -
     shape = moved.shape
     if periodic and radius > shape[-1]:
         raise ValueError(
-            f"a periodic scan average of {4 * sigma_px:.3g} steps either side needs at least "
-            f"that many scan points per axis, got {shape[-1]}"
+            f"a periodic scan average reaching {radius} steps either side needs at least "
+            f"{radius} scan points per axis, got {shape[-1]}"
         )
     rows = moved.reshape(-1, 1, shape[-1])
     padded = functional.pad(rows, (radius, radius), mode="circular" if periodic else "replicate")
